@@ -1,0 +1,1 @@
+"""Runtime shared by every service. Imports no service package."""

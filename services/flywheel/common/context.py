@@ -1,0 +1,35 @@
+"""Per-request context carried through contextvars: the request id and the trace parent."""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import re
+import uuid
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+traceparent_var: contextvars.ContextVar[str] = contextvars.ContextVar("traceparent", default="")
+
+_TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def new_traceparent() -> str:
+    return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+
+
+def valid_traceparent(value: str) -> bool:
+    return bool(_TRACEPARENT.match(value))
+
+
+def current_request_id() -> str:
+    return request_id_var.get()
+
+
+def current_traceparent() -> str:
+    """The caller's traceparent, or a new one so every record can be traced from here on."""
+    value = traceparent_var.get()
+    return value if value else new_traceparent()

@@ -1,0 +1,83 @@
+"""The gRPC server builder every service uses: health, reflection, interceptors, limits,
+graceful shutdown (NOT_SERVING, drain in-flight calls, stop within the grace period)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from flywheel.common.grpc.interceptors import ContextAndErrorsInterceptor
+from flywheel.common.grpc.readiness import Readiness
+from flywheel.common.settings import ServiceSettings
+
+log = logging.getLogger("flywheel.server")
+
+
+class GrpcServer:
+    """Owns one grpc.aio server. Register servicers, then `start`, then `stop`."""
+
+    def __init__(self, settings: ServiceSettings, readiness: Readiness) -> None:
+        self._settings = settings
+        self.readiness = readiness
+        limit = settings.max_message_bytes
+        self._server = grpc.aio.server(
+            interceptors=[ContextAndErrorsInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        )
+        self._service_names: list[str] = [
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ]
+        health_pb2_grpc.add_HealthServicer_to_server(readiness.health, self._server)
+        self._readiness_task: asyncio.Task | None = None
+        self.port = 0
+
+    def add_service(
+        self, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any, full_name: str
+    ) -> None:
+        add_to_server(servicer, self._server)
+        self._service_names.append(full_name)
+
+    async def start(self) -> int:
+        reflection.enable_server_reflection(self._service_names, self._server)
+        address = f"{self._settings.grpc_host}:{self._settings.grpc_port}"
+        self.port = self._server.add_insecure_port(address)
+        await self._server.start()
+        self._readiness_task = asyncio.create_task(self.readiness.run(), name="readiness")
+        log.info("gRPC listening", extra={"address": f"{self._settings.grpc_host}:{self.port}"})
+        return self.port
+
+    async def stop(self) -> None:
+        await self.readiness.drain()
+        if self._readiness_task:
+            self._readiness_task.cancel()
+        await self._server.stop(self._settings.shutdown_grace_s)
+
+    async def wait_for_termination(self) -> None:
+        await self._server.wait_for_termination()
+
+
+async def run_until_signalled(
+    start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]
+) -> None:
+    """Runs a service's composition root: start, wait for SIGTERM/SIGINT, stop gracefully."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await start()
+    await stopping.wait()
+    log.info("signal received; draining")
+    await stop()

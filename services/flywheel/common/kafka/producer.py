@@ -1,0 +1,175 @@
+"""The idempotent producer (acks=all) shared by every service.
+
+confluent-kafka calls delivery callbacks from `poll`; a daemon thread polls so that callers
+never have to. `send` bridges a delivery report into an asyncio future, so a gRPC handler can
+answer only once Kafka has durably acknowledged the record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message as KafkaMessage
+from confluent_kafka import Producer as _Producer
+from google.protobuf.message import Message
+
+from flywheel.common.errors import ResourceExhausted, Unavailable
+from flywheel.common.kafka.headers import Headers, standard_headers
+from flywheel.common.kafka.topics import Topic
+
+log = logging.getLogger("flywheel.kafka.producer")
+
+
+@dataclass(frozen=True)
+class Delivered:
+    topic: str
+    partition: int
+    offset: int
+
+
+def _key_bytes(key: str | bytes | None) -> bytes | None:
+    return key.encode() if isinstance(key, str) else key
+
+
+class Producer:
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        client_id: str,
+        delivery_timeout_s: float = 30.0,
+        extra_config: dict[str, Any] | None = None,
+    ) -> None:
+        config: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "client.id": client_id,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            # Bounded: a broker that stays down fails the delivery instead of hanging forever.
+            "message.timeout.ms": int(delivery_timeout_s * 1000),
+            "socket.timeout.ms": 10000,
+        }
+        config.update(extra_config or {})
+        self._producer = _Producer(config)
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._poll_loop, name=f"{client_id}-poll", daemon=True)
+        self._poller.start()
+
+    def _poll_loop(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.05)
+
+    @property
+    def raw(self) -> _Producer:
+        return self._producer
+
+    def produce_raw(
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        on_delivery: Any = None,
+        queue_wait_s: float = 5.0,
+    ) -> None:
+        """Queues one record; waits up to `queue_wait_s` for room when the local queue is full."""
+        deadline = time.monotonic() + queue_wait_s
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value=value, key=_key_bytes(key), headers=headers, on_delivery=on_delivery
+                )
+                return
+            except BufferError:
+                if time.monotonic() >= deadline:
+                    raise ResourceExhausted("producer queue is full; retry later") from None
+                time.sleep(0.005)
+            except KafkaException as error:
+                raise Unavailable(f"cannot produce to {topic}: {error}") from None
+
+    def produce(
+        self,
+        topic: Topic,
+        key: str | bytes | None,
+        message: Message,
+        *,
+        headers: Headers | None = None,
+        on_delivery: Any = None,
+    ) -> None:
+        self.produce_raw(
+            topic.name,
+            key,
+            topic.encode(message),
+            headers if headers is not None else standard_headers(topic.type_name),
+            on_delivery,
+        )
+
+    def send(
+        self,
+        topic: Topic,
+        key: str | bytes | None,
+        message: Message,
+        *,
+        headers: Headers | None = None,
+    ) -> asyncio.Future[Delivered]:
+        """Queues the record; the returned future resolves when Kafka acknowledged it."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Delivered] = loop.create_future()
+
+        def settle(error: KafkaError | None, record: KafkaMessage) -> None:
+            loop.call_soon_threadsafe(_settle_future, future, error, record)
+
+        self.produce(topic, key, message, headers=headers, on_delivery=settle)
+        return future
+
+    def send_and_wait(
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        timeout_s: float,
+    ) -> Delivered:
+        """Blocking produce for worker threads (e.g. the DLQ): returns once acknowledged."""
+        done = threading.Event()
+        outcome: list[Any] = []
+
+        def settle(error: KafkaError | None, record: KafkaMessage) -> None:
+            outcome.append((error, record))
+            done.set()
+
+        self.produce_raw(topic, key, value, headers, on_delivery=settle)
+        if not done.wait(timeout_s):
+            raise Unavailable(f"Kafka did not acknowledge a record on {topic} within {timeout_s}s")
+        error, record = outcome[0]
+        if error is not None:
+            raise Unavailable(f"delivery to {topic} failed: {error.str()}")
+        return Delivered(record.topic(), record.partition(), record.offset())
+
+    def flush(self, timeout_s: float) -> int:
+        return self._producer.flush(timeout_s)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        remaining = self._producer.flush(timeout_s)
+        if remaining:
+            log.warning("closing with %d undelivered records", remaining)
+        self._closed.set()
+        self._poller.join(timeout=1.0)
+
+
+def _settle_future(
+    future: asyncio.Future[Delivered], error: KafkaError | None, record: KafkaMessage
+) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(Unavailable(f"Kafka refused the record: {error.str()}"))
+    else:
+        future.set_result(Delivered(record.topic(), record.partition(), record.offset()))

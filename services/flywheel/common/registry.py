@@ -1,0 +1,215 @@
+"""The model registry: a directory (default `.flywheel/registry`).
+
+    <root>/<model>/<version>/model.onnx       the artifact
+    <root>/<model>/<version>/metadata.json    a flywheel.v1.ModelVersion in JSON
+    <root>/<model>/aliases.json               alias -> version, plus the champion history
+
+Every write is a temporary file renamed into place, under a per-model lock file, so readers
+never see a torn file and two writers never take the same version number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+from google.protobuf import json_format
+
+from flywheel.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from flywheel.v1 import common_pb2
+
+ARTIFACT = "model.onnx"
+METADATA = "metadata.json"
+ALIASES = "aliases.json"
+CHAMPION = "champion"
+SHADOW = "shadow"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _check_name(name: str) -> str:
+    if not name or "/" in name or name.startswith(".") or "@" in name:
+        raise InvalidArgument(f"invalid model name {name!r}", field="model_name")
+    return name
+
+
+class ModelRegistry:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def model_names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def versions(self, name: str) -> list[common_pb2.ModelVersion]:
+        folder = self.root / _check_name(name)
+        if not folder.is_dir():
+            return []
+        numbers = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+        aliases = self.aliases(name)
+        return [self._load(name, n, aliases) for n in numbers if (folder / str(n) / METADATA).exists()]
+
+    def get(self, name: str, version: int) -> common_pb2.ModelVersion:
+        path = self.root / _check_name(name) / str(version) / METADATA
+        if not path.exists():
+            raise NotFound(f"model {name!r} has no version {version}", field="version")
+        return self._load(name, version, self.aliases(name))
+
+    def aliases(self, name: str) -> dict[str, int]:
+        return {k: int(v) for k, v in self._alias_state(name)["aliases"].items()}
+
+    def resolve(self, name: str, alias: str = CHAMPION) -> common_pb2.ModelVersion:
+        version = self.aliases(name).get(alias)
+        if version is None:
+            raise NotFound(f"model {name!r} has no {alias!r} version", field="model")
+        return self.get(name, version)
+
+    def artifact_path(self, model_version: common_pb2.ModelVersion) -> Path:
+        return self.version_dir(model_version.model_name, model_version.version) / ARTIFACT
+
+    def version_dir(self, name: str, version: int) -> Path:
+        return self.root / _check_name(name) / str(version)
+
+    def champion_history(self, name: str) -> list[int]:
+        return [int(v) for v in self._alias_state(name)["champion_history"]]
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def register(
+        self,
+        name: str,
+        artifact: bytes | Path,
+        *,
+        task: int,
+        entity_type: str,
+        feature_names: Sequence[str],
+        output_names: Sequence[str] = (),
+        metrics: Mapping[str, float] | None = None,
+        lineage: common_pb2.Lineage | None = None,
+    ) -> common_pb2.ModelVersion:
+        """Stores a new version (the next number) and returns its metadata."""
+        if not feature_names:
+            raise InvalidArgument("a model needs its input feature names", field="feature_names")
+        data = Path(artifact).read_bytes() if isinstance(artifact, Path) else artifact
+        with self._lock(name):
+            folder = self.root / name
+            existing = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
+            version = max(existing, default=0) + 1
+            target = folder / str(version)
+            staging = Path(tempfile.mkdtemp(dir=folder, prefix=f".staging-{version}-"))
+            try:
+                _atomic_write(staging / ARTIFACT, data)
+                meta = common_pb2.ModelVersion(
+                    model_name=name,
+                    version=version,
+                    artifact_uri=str((target / ARTIFACT).resolve()),
+                    sha256=hashlib.sha256(data).hexdigest(),
+                    task=task,
+                    feature_names=list(feature_names),
+                    output_names=list(output_names),
+                    entity_type=entity_type,
+                    metrics=dict(metrics or {}),
+                    lineage=lineage,
+                    created_at_unix_ms=int(time.time() * 1000),
+                )
+                _atomic_write(staging / METADATA, json_format.MessageToJson(meta).encode())
+                os.rename(staging, target)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        return meta
+
+    def set_alias(self, name: str, alias: str, version: int) -> int:
+        """Points `alias` at `version`; returns the version it pointed at before (0: none)."""
+        self.get(name, version)
+        with self._lock(name):
+            state = self._alias_state(name)
+            previous = int(state["aliases"].get(alias, 0))
+            state["aliases"][alias] = version
+            if alias == CHAMPION and previous != version:
+                state["champion_history"].append(version)
+            self._write_alias_state(name, state)
+        return previous
+
+    def remove_alias(self, name: str, alias: str) -> int:
+        with self._lock(name):
+            state = self._alias_state(name)
+            previous = int(state["aliases"].pop(alias, 0))
+            self._write_alias_state(name, state)
+        return previous
+
+    def rollback(self, name: str) -> tuple[int, int]:
+        """Moves the champion back to the one before it; returns (from, to)."""
+        with self._lock(name):
+            state = self._alias_state(name)
+            history = [int(v) for v in state["champion_history"]]
+            current = int(state["aliases"].get(CHAMPION, 0))
+            if len(history) < 2 or current == 0:
+                raise FailedPrecondition(f"model {name!r} has no earlier champion to roll back to")
+            history.pop()
+            target = history[-1]
+            state["aliases"][CHAMPION] = target
+            state["champion_history"] = history
+            state.setdefault("rolled_back", []).append(current)
+            self._write_alias_state(name, state)
+        return current, target
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _load(self, name: str, version: int, aliases: Mapping[str, int]) -> common_pb2.ModelVersion:
+        raw = (self.root / name / str(version) / METADATA).read_text()
+        meta = json_format.Parse(raw, common_pb2.ModelVersion())
+        meta.aliases[:] = sorted(a for a, v in aliases.items() if v == version)
+        return meta
+
+    def _alias_state(self, name: str) -> dict:
+        path = self.root / _check_name(name) / ALIASES
+        if not path.exists():
+            return {"aliases": {}, "champion_history": []}
+        return json.loads(path.read_text())
+
+    def _write_alias_state(self, name: str, state: dict) -> None:
+        _atomic_write(self.root / name / ALIASES, json.dumps(state, indent=1).encode())
+
+    @contextlib.contextmanager
+    def _lock(self, name: str) -> Iterator[None]:
+        folder = self.root / _check_name(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
