@@ -1,0 +1,97 @@
+"""Where the local infrastructure keeps its files, and which programs it runs.
+
+Read once from the environment (``InfraSettings.from_env``), frozen, passed down.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+#: The pom whose dependency copy fetches the broker jars: services/../deploy/kafka/pom.xml.
+SOURCE_POM = Path(__file__).resolve().parents[3] / "deploy" / "kafka" / "pom.xml"
+
+
+@dataclass(frozen=True)
+class InfraSettings:
+    """Settings of the local Kafka broker and Redis server.
+
+    root
+        Folder for data, logs and the state file (``$FLYWHEEL_HOME/infra``, else
+        ``./.flywheel/infra``).
+    jars_dir
+        Cache of the broker jars, shared by every root (``$FLYWHEEL_KAFKA_JARS_DIR``, else
+        ``~/.cache/flywheel/kafka-<version>/lib``).
+    pom
+        The pom that fetches the jars; its ``kafka.version`` property names the version.
+    external_kafka_bootstrap, external_redis_url
+        ``$FLYWHEEL_KAFKA_BOOTSTRAP`` / ``$FLYWHEEL_REDIS_URL``: when set, that part is not
+        started; the given address is used and reported with source ``external``.
+    java, mvn, redis_server
+        The programs, as names looked up on PATH or as paths (``java`` follows JAVA_HOME).
+    """
+
+    root: Path
+    jars_dir: Path
+    pom: Path = SOURCE_POM
+    external_kafka_bootstrap: str | None = None
+    external_redis_url: str | None = None
+    java: str = "java"
+    mvn: str = "mvn"
+    redis_server: str = "redis-server"
+    host: str = "127.0.0.1"
+    kafka_heap: str = "512m"
+    start_timeout_s: float = 120.0
+    stop_timeout_s: float = 30.0
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None, **overrides
+    ) -> InfraSettings:
+        """Settings from ``FLYWHEEL_*`` variables; keyword ``overrides`` win over them."""
+        env = os.environ if environ is None else environ
+        home = Path(env["FLYWHEEL_HOME"]) if env.get("FLYWHEEL_HOME") else (
+            (cwd or Path.cwd()) / ".flywheel"
+        )
+        pom = Path(overrides.pop("pom", SOURCE_POM))
+        jars = env.get("FLYWHEEL_KAFKA_JARS_DIR")
+        java_home = env.get("JAVA_HOME")
+        java = "java"
+        if java_home and (Path(java_home) / "bin" / "java").is_file():
+            java = str(Path(java_home) / "bin" / "java")
+        settings = cls(
+            root=home.resolve() / "infra",
+            jars_dir=Path(jars).expanduser().resolve() if jars else default_jars_dir(pom, env),
+            pom=pom,
+            external_kafka_bootstrap=env.get("FLYWHEEL_KAFKA_BOOTSTRAP") or None,
+            external_redis_url=env.get("FLYWHEEL_REDIS_URL") or None,
+            java=java,
+        )
+        return replace(settings, **overrides)
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def log4j_config(self) -> Path:
+        return self.pom.parent / "log4j2.xml"
+
+
+def pom_kafka_version(pom: Path) -> str:
+    """The ``kafka.version`` property of the pom (``unknown`` when it cannot be read)."""
+    try:
+        match = re.search(r"<kafka\.version>\s*([^<\s]+)\s*</kafka\.version>", pom.read_text())
+    except OSError:
+        return "unknown"
+    return match.group(1) if match else "unknown"
+
+
+def default_jars_dir(pom: Path = SOURCE_POM, environ: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_CACHE_HOME/flywheel/kafka-<version>/lib``, ``~/.cache`` when XDG is unset."""
+    env = os.environ if environ is None else environ
+    cache = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    return cache / "flywheel" / f"kafka-{pom_kafka_version(pom)}" / "lib"
