@@ -19,6 +19,7 @@ from flywheel.commands import CommandError
 COMMAND_MODULES: list[str] = [
     "infra",
     "mesh",
+    "models",
     "demo",
     "bench",
 ]

@@ -163,6 +163,15 @@ class ModelRegistry:
             self._write_alias_state(name, state)
         return previous
 
+    def promote(self, name: str, version: int, alias: str = CHAMPION) -> list[tuple[str, int, int]]:
+        """Points `alias` (champion or shadow) at `version`; a version that becomes champion
+        stops being the shadow. Returns the (alias, version, previous) changes made."""
+        previous = self.set_alias(name, alias, version)
+        changes = [(alias, version, previous)] if previous != version else []
+        if alias == CHAMPION and self.aliases(name).get(SHADOW) == version:
+            changes.append((SHADOW, 0, self.remove_alias(name, SHADOW)))
+        return changes
+
     def remove_alias(self, name: str, alias: str) -> int:
         with self._lock(name):
             state = self._alias_state(name)

@@ -54,6 +54,9 @@ class GrpcServer:
         reflection.enable_server_reflection(self._service_names, self._server)
         address = f"{self._settings.grpc_host}:{self._settings.grpc_port}"
         self.port = self._server.add_insecure_port(address)
+        # The health servicer answers SERVING for "" until told otherwise: set the real
+        # status before the first caller can ask.
+        await self.readiness.evaluate()
         await self._server.start()
         self._readiness_task = asyncio.create_task(self.readiness.run(), name="readiness")
         log.info("gRPC listening", extra={"address": f"{self._settings.grpc_host}:{self.port}"})

@@ -1,0 +1,153 @@
+"""Composition root of the inference service: builds everything, owns start and stop.
+
+Start: topics, producer, the gRPC server (health NOT_SERVING), the model-versions consumer,
+then every registry model at its aliases. Health turns SERVING once a champion is loaded and
+the consumer is assigned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from flywheel.common.grpc.readiness import Readiness
+from flywheel.common.grpc.server import GrpcServer
+from flywheel.common.kafka.admin import ensure_topics
+from flywheel.common.kafka.consumer import ConsumerWorker
+from flywheel.common.kafka.producer import Producer
+from flywheel.common.kafka.topics import Topics
+from flywheel.common.metrics import start_metrics_server
+from flywheel.common.registry import ModelRegistry
+from flywheel.common.settings import CommonSettings
+from flywheel.inference import oip_servicer, prediction_servicer
+from flywheel.inference.batcher import BATCH_SIZE, Batcher
+from flywheel.inference.feature_client import FeatureStoreClient
+from flywheel.inference.loader import LoadedModel, Loader, session_factory
+from flywheel.inference.model_feed import ModelFeedHandler
+from flywheel.inference.model_store import ModelStore
+from flywheel.inference.prediction_log import PredictionLog
+from flywheel.inference.predictor import Predictor
+from flywheel.inference.settings import InferenceSettings
+from flywheel.oip import grpc_service_pb2_grpc as oip_grpc
+from flywheel.v1 import common_pb2, prediction_pb2_grpc
+
+log = logging.getLogger("flywheel.inference")
+
+
+class InferenceApp:
+    def __init__(self, common: CommonSettings, settings: InferenceSettings) -> None:
+        self.common = common
+        self.settings = settings
+        self.topics = Topics(common.namespace)
+        self.registry = ModelRegistry(common.registry_uri)
+        self.port = 0
+        self.metrics_port = 0
+        self.producer: Producer | None = None
+        self.consumer: ConsumerWorker | None = None
+        self.feature_store: FeatureStoreClient | None = None
+        self._executor = ThreadPoolExecutor(settings.run_threads, thread_name_prefix="ort-run")
+        self.loader = Loader(
+            self.registry,
+            session_factory(
+                settings.providers, settings.intra_op_threads, settings.inter_op_threads
+            ),
+            max_artifact_bytes=settings.max_artifact_bytes,
+            warmup_rows=settings.warmup_rows,
+        )
+        self.store = ModelStore(self.registry, self._load, self._make_batcher)
+        self.readiness: Readiness | None = None
+        self.server: GrpcServer | None = None
+
+    async def _load(self, meta: common_pb2.ModelVersion) -> LoadedModel:
+        return await asyncio.wait_for(
+            asyncio.to_thread(self.loader.load, meta), self.settings.load_timeout_s
+        )
+
+    def _make_batcher(self, model: LoadedModel) -> Batcher:
+        return Batcher(
+            model.session.run,
+            self._executor,
+            max_batch_size=self.settings.max_batch_size,
+            max_queue_delay_us=self.settings.max_queue_delay_us,
+            batchable=model.batchable,
+            on_batch=BATCH_SIZE.labels(model.meta.model_name).observe,
+        )
+
+    async def start(self) -> None:
+        common, settings = self.common, self.settings
+        # grpc.aio objects bind to the running loop: built here, not in __init__.
+        self.readiness = Readiness([oip_servicer.SERVICE_NAME, prediction_servicer.SERVICE_NAME])
+        self.readiness.add_check("model_loaded", lambda: self.store.ready)
+        self.readiness.add_check(
+            "model_versions_consumer", lambda: self.consumer is not None and self.consumer.healthy
+        )
+        self.server = GrpcServer(settings, self.readiness)
+        await asyncio.to_thread(
+            ensure_topics,
+            common.kafka_bootstrap,
+            [self.topics.predictions, self.topics.model_versions, self.topics.model_versions.dlq],
+        )
+        self.producer = Producer(
+            common.kafka_bootstrap,
+            client_id="inference",
+            delivery_timeout_s=common.kafka_timeout_s,
+            extra_config={"linger.ms": settings.log_linger_ms},
+        )
+        predictions = self.topics.predictions
+        producer = self.producer
+        prediction_log = PredictionLog(
+            lambda key, record: producer.send(predictions, key, record),
+            wait_for_ack=settings.log_wait_for_ack,
+            timeout_s=settings.log_timeout_s,
+        )
+        self.feature_store = FeatureStoreClient(
+            settings.feature_store_target, settings.feature_store_timeout_s,
+            settings.max_message_bytes,
+        )
+        predictor = Predictor(
+            self.store, self.feature_store.fetch, prediction_log, max_rows=settings.max_predict_rows
+        )
+        self.server.add_service(
+            oip_grpc.add_GRPCInferenceServiceServicer_to_server,
+            oip_servicer.OipServicer(self.store, lambda: self.readiness.ready),
+            oip_servicer.SERVICE_NAME,
+        )
+        self.server.add_service(
+            prediction_pb2_grpc.add_PredictionServiceServicer_to_server,
+            prediction_servicer.PredictionServicer(predictor),
+            prediction_servicer.SERVICE_NAME,
+        )
+        self.port = await self.server.start()
+        self.metrics_port = start_metrics_server(settings.grpc_host, settings.metrics_port)
+        self.consumer = ConsumerWorker(
+            bootstrap=common.kafka_bootstrap,
+            # Unique per process: every replica must see every announcement.
+            group_id=common.group_id(f"inference-{uuid.uuid4().hex[:12]}"),
+            topics=[self.topics.model_versions],
+            handler=ModelFeedHandler(
+                self.store, asyncio.get_running_loop(), settings.load_timeout_s * 2
+            ),
+            dlq_producer=self.producer,
+            extra_config={"enable.auto.commit": False},
+            name="inference-model-versions",
+        )
+        self.consumer.start()
+        await self.store.load_from_registry()
+        log.info(
+            "inference started",
+            extra={"port": self.port, "metrics_port": self.metrics_port,
+                   "models": self.store.model_names()},
+        )
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+        if self.consumer is not None:
+            await asyncio.to_thread(self.consumer.stop)
+        if self.producer is not None:
+            await asyncio.to_thread(self.producer.close, self.common.kafka_timeout_s)
+        if self.feature_store is not None:
+            await self.feature_store.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,48 @@
+"""Following flywheel.model-versions.v1: each announcement brings its model to the aliases
+the announcement carries (champion, shadow), through the store's load-beside-then-swap.
+
+Every replica must see every announcement, so the consumer's group is unique per process and
+starts from the beginning of the compacted log. Only the newest record per model of a polled
+batch is applied: a replay at start-up converges on the current aliases without loading each
+historical version on the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from flywheel.common.kafka.records import Record
+from flywheel.inference.model_store import ModelStore
+from flywheel.v1 import events_pb2
+
+log = logging.getLogger("flywheel.inference.model_feed")
+
+
+class ModelFeedHandler:
+    """The consumer's handler; runs in the consumer thread, applies changes on the loop."""
+
+    def __init__(self, store: ModelStore, loop: asyncio.AbstractEventLoop, timeout_s: float) -> None:
+        self._store = store
+        self._loop = loop
+        self._timeout_s = timeout_s
+        self.applied = 0
+
+    def __call__(self, records: list[Record[events_pb2.ModelVersionAnnounced]]) -> None:
+        latest: dict[str, events_pb2.ModelVersionAnnounced] = {}
+        for record in records:
+            name = record.value.model_version.model_name or (record.key or b"").decode()
+            if name:
+                latest[name] = record.value
+        for name, announcement in latest.items():
+            aliases = dict(announcement.aliases)
+            log.info(
+                "announcement for %s: %s v%d, aliases %s", name,
+                events_pb2.ModelVersionChange.Name(announcement.change),
+                announcement.model_version.version, aliases,
+            )
+            future = asyncio.run_coroutine_threadsafe(
+                self._store.reconcile(name, aliases), self._loop
+            )
+            future.result(timeout=self._timeout_s)
+            self.applied += 1

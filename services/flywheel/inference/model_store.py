@@ -1,0 +1,176 @@
+"""The serving state: per model, the champion and the shadow version, swapped atomically.
+
+A model's state is an immutable `ModelState`; a change builds the new one beside it (new
+versions verified, loaded and warmed first) and replaces the dict entry in one assignment,
+so a request sees either the old state or the new one, never a mix. Each request holds the
+`ServedVersion` it resolved for its whole life: a retired version's session and batcher stay
+alive (plain references) until the last request on it has answered, and every response names
+exactly the version that produced it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from prometheus_client import Gauge
+
+from flywheel.common.errors import NotFound, Unavailable
+from flywheel.common.registry import CHAMPION, SHADOW, ModelRegistry
+from flywheel.inference.batcher import Batcher
+from flywheel.inference.loader import LoadedModel, Rejected
+from flywheel.v1 import common_pb2
+
+log = logging.getLogger("flywheel.inference.models")
+
+SERVING_VERSION = Gauge(
+    "flywheel_inference_serving_version", "Version serving per model and role.", ["model", "role"]
+)
+
+
+@dataclass(frozen=True, eq=False)
+class ServedVersion:
+    loaded: LoadedModel
+    batcher: Batcher
+
+    @property
+    def meta(self) -> common_pb2.ModelVersion:
+        return self.loaded.meta
+
+    @property
+    def name(self) -> str:
+        return self.loaded.meta.model_name
+
+    @property
+    def version(self) -> int:
+        return self.loaded.meta.version
+
+
+@dataclass(frozen=True)
+class ModelState:
+    champion: ServedVersion | None = None
+    shadow: ServedVersion | None = None
+
+    def by_version(self) -> dict[int, ServedVersion]:
+        return {s.version: s for s in (self.champion, self.shadow) if s is not None}
+
+
+LoadFn = Callable[[common_pb2.ModelVersion], Awaitable[LoadedModel]]
+BatcherFactory = Callable[[LoadedModel], Batcher]
+
+
+class ModelStore:
+    def __init__(
+        self, registry: ModelRegistry, load: LoadFn, make_batcher: BatcherFactory
+    ) -> None:
+        self._registry = registry
+        self._load = load
+        self._make_batcher = make_batcher
+        self._models: dict[str, ModelState] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        # Until the registry's models were loaded once, "unknown" may only mean "not yet".
+        self.started = False
+
+    # -- reading (every request) -------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """At least one model has a champion loaded."""
+        return any(state.champion is not None for state in self._models.values())
+
+    def model_names(self) -> list[str]:
+        return sorted(n for n, s in self._models.items() if s.champion or s.shadow)
+
+    def state(self, name: str) -> ModelState:
+        state = self._models.get(name)
+        if state is None or (state.champion is None and state.shadow is None):
+            if not self.started:
+                raise Unavailable("the server is loading its models; retry shortly")
+            raise NotFound(f"unknown model {name!r}", field="model_name")
+        return state
+
+    def resolve(self, name: str, version: int = 0, alias: str = CHAMPION) -> ServedVersion:
+        """The version to serve: `version` when given (it must be loaded), else `alias`'s."""
+        state = self.state(name)
+        if version:
+            served = state.by_version().get(version)
+            if served is None:
+                raise NotFound(f"model {name!r} version {version} is not served", field="version")
+            return served
+        served = {CHAMPION: state.champion, SHADOW: state.shadow}.get(alias, False)
+        if served is False:
+            raise NotFound(f"model {name!r} has no alias {alias!r}", field="model")
+        if served is None:
+            raise Unavailable(f"model {name!r} has no {alias} version loaded")
+        return served
+
+    # -- changing ----------------------------------------------------------------------------
+
+    async def load_from_registry(self) -> None:
+        """Start-up: every model of the registry at its current aliases."""
+        names = await asyncio.to_thread(self._registry.model_names)
+        for name in names:
+            aliases = await asyncio.to_thread(self._registry.aliases, name)
+            await self.reconcile(name, aliases)
+        self.started = True
+
+    async def reconcile(self, name: str, aliases: Mapping[str, int]) -> list[int]:
+        """Brings `name` to `aliases` (champion, shadow); returns the versions refused.
+
+        A missing champion alias keeps the champion serving; a missing shadow alias drops
+        the shadow. A version that fails to load leaves its role as it was.
+        """
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            current = self._models.get(name, ModelState())
+            loaded = current.by_version()
+            refused: list[int] = []
+
+            async def obtain(version: int) -> ServedVersion | None:
+                if version in loaded:
+                    return loaded[version]
+                try:
+                    meta = await asyncio.to_thread(self._registry.get, name, version)
+                    model = await self._load(meta)
+                except Rejected:
+                    refused.append(version)
+                    return None
+                except Exception as error:  # noqa: BLE001 - keep serving the old one
+                    log.error("could not load %s v%d: %s", name, version, error)
+                    refused.append(version)
+                    return None
+                served = ServedVersion(model, self._make_batcher(model))
+                loaded[version] = served
+                return served
+
+            champion = current.champion
+            wanted = int(aliases.get(CHAMPION, 0))
+            if wanted and (champion is None or champion.version != wanted):
+                champion = await obtain(wanted) or champion
+            shadow = None
+            wanted_shadow = int(aliases.get(SHADOW, 0))
+            if wanted_shadow and (champion is None or wanted_shadow != champion.version):
+                shadow = await obtain(wanted_shadow) or current.shadow
+                if shadow is not None and champion is not None and shadow.version == champion.version:
+                    shadow = None
+            new = ModelState(champion, shadow)
+            if new != current:
+                self._models[name] = new  # the swap: one assignment
+                self._announce(name, current, new)
+            return refused
+
+    def _announce(self, name: str, old: ModelState, new: ModelState) -> None:
+        for role, before, after in (
+            (CHAMPION, old.champion, new.champion),
+            (SHADOW, old.shadow, new.shadow),
+        ):
+            if before is after:
+                continue
+            SERVING_VERSION.labels(name, role).set(after.version if after else 0)
+            log.info(
+                "%s %s: v%s -> v%s", name, role,
+                before.version if before else "-", after.version if after else "-",
+                extra={"model": name, "role": role},
+            )

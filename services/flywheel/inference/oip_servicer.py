@@ -1,0 +1,81 @@
+"""gRPC adapter of `inference.GRPCInferenceService` (the Open Inference Protocol).
+
+Versions are decimal strings; an empty version means the champion. Unknown model or
+version: NOT_FOUND; a request that does not match the model's signature: INVALID_ARGUMENT;
+no model loaded yet: UNAVAILABLE; a message over the size limit is refused by gRPC itself
+with RESOURCE_EXHAUSTED. ModelInfer is a raw tensor endpoint: it is not logged to the
+predictions topic (Predict is the logged, entity-keyed path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+
+from flywheel import __version__
+from flywheel.common.errors import FlywheelError, InvalidArgument
+from flywheel.inference.model_store import ModelStore
+from flywheel.inference.oip_codec import (
+    decode_request,
+    encode_response,
+    parse_version,
+    tensor_metadata,
+)
+from flywheel.oip import grpc_service_pb2 as oip
+from flywheel.oip import grpc_service_pb2_grpc as oip_grpc
+
+SERVICE_NAME = oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+PLATFORM = "onnxruntime_onnx"
+
+_LIVE = oip.ServerLiveResponse(live=True)
+_READY = oip.ServerReadyResponse(ready=True)
+_NOT_READY = oip.ServerReadyResponse(ready=False)
+_MODEL_READY = oip.ModelReadyResponse(ready=True)
+_MODEL_NOT_READY = oip.ModelReadyResponse(ready=False)
+
+
+class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, store: ModelStore, ready: Callable[[], bool]) -> None:
+        self._store = store
+        self._ready = ready
+        self._server_metadata = oip.ServerMetadataResponse(
+            name="flywheel-inference", version=__version__, extensions=[]
+        )
+
+    async def ServerLive(self, request, context: grpc.aio.ServicerContext):
+        return _LIVE
+
+    async def ServerReady(self, request, context: grpc.aio.ServicerContext):
+        return _READY if self._ready() else _NOT_READY
+
+    async def ServerMetadata(self, request, context: grpc.aio.ServicerContext):
+        return self._server_metadata
+
+    async def ModelReady(self, request, context: grpc.aio.ServicerContext):
+        try:
+            self._store.resolve(request.name, parse_version(request.version))
+        except FlywheelError:
+            return _MODEL_NOT_READY
+        return _MODEL_READY
+
+    async def ModelMetadata(self, request, context: grpc.aio.ServicerContext):
+        served = self._store.resolve(request.name, parse_version(request.version))
+        versions = sorted(self._store.state(request.name).by_version())
+        signature = served.loaded.signature
+        return oip.ModelMetadataResponse(
+            name=request.name,
+            versions=[str(v) for v in versions],
+            platform=PLATFORM,
+            inputs=tensor_metadata(signature.inputs),
+            outputs=tensor_metadata(signature.outputs),
+        )
+
+    async def ModelInfer(self, request, context: grpc.aio.ServicerContext):
+        if not request.model_name:
+            raise InvalidArgument("model_name is required", field="model_name")
+        served = self._store.resolve(request.model_name, parse_version(request.model_version))
+        signature = served.loaded.signature
+        decoded = decode_request(request, signature)
+        outputs = await served.batcher.infer(decoded.feeds)
+        return encode_response(request, str(served.version), signature, decoded, outputs)

@@ -1,0 +1,225 @@
+"""Predict by entity (or by feature rows): features in the model's input order, the champion
+answers, a shadow challenger is scored on the same rows, every prediction is logged.
+
+Row statuses: an entity the store does not know is ENTITY_NOT_FOUND; an entity lacking a
+value (or holding a non-numeric, NaN or Inf value) for one of the model's features is
+FEATURE_MISSING, with the feature named in `detail`. Such rows get no prediction id, are not
+run and not logged; the other rows of the request are answered normally. Caller-given rows
+are checked strictly instead: a wrong width or a NaN/Inf is INVALID_ARGUMENT for the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from prometheus_client import Counter
+
+from flywheel.common.errors import InvalidArgument
+from flywheel.common.registry import CHAMPION
+from flywheel.inference.model_store import ModelStore, ServedVersion
+from flywheel.inference.prediction_log import PredictionLog, prediction_record, timestamp_now
+from flywheel.v1 import common_pb2, prediction_pb2
+
+log = logging.getLogger("flywheel.inference.predictor")
+
+OK = prediction_pb2.ROW_STATUS_OK
+ENTITY_NOT_FOUND = prediction_pb2.ROW_STATUS_ENTITY_NOT_FOUND
+FEATURE_MISSING = prediction_pb2.ROW_STATUS_FEATURE_MISSING
+CHAMPION_ROLE = common_pb2.MODEL_ROLE_CHAMPION
+SHADOW_ROLE = common_pb2.MODEL_ROLE_SHADOW
+
+ROWS = Counter(
+    "flywheel_inference_predict_rows_total", "Predict rows by status.", ["model", "status"]
+)
+SHADOW_FAILURES = Counter(
+    "flywheel_inference_shadow_failures_total", "Shadow runs that failed (never seen by callers)."
+)
+
+
+@dataclass(frozen=True)
+class StoredEntity:
+    """One entity as the feature store answered: None where a value is absent or unusable."""
+
+    entity_id: str
+    found: bool
+    values: Sequence[float | None]
+
+
+# (entity type, entity ids, feature names) -> one StoredEntity per id, same order.
+FetchFeatures = Callable[[str, list[str], list[str]], Awaitable[list[StoredEntity]]]
+
+
+@dataclass
+class RowResult:
+    entity_id: str
+    status: int
+    prediction_id: str = ""
+    output: common_pb2.ModelOutput | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    model_name: str
+    model_version: int
+    rows: list[RowResult]
+
+
+def split_model_ref(ref: str) -> tuple[str, str]:
+    name, _, alias = ref.partition("@")
+    if not name:
+        raise InvalidArgument("model is required (a name, or name@alias)", field="model")
+    return name, alias or CHAMPION
+
+
+class Predictor:
+    def __init__(
+        self, store: ModelStore, fetch: FetchFeatures, prediction_log: PredictionLog,
+        *, max_rows: int,
+    ) -> None:
+        self._store = store
+        self._fetch = fetch
+        self._log = prediction_log
+        self._max_rows = max_rows
+
+    async def predict(
+        self,
+        model: str,
+        version: int,
+        entity_ids: Sequence[str] | None = None,
+        rows: Sequence[Sequence[float]] | None = None,
+    ) -> PredictResult:
+        name, alias = split_model_ref(model)
+        if version < 0:
+            raise InvalidArgument("version must be positive (0: the alias's)", field="version")
+        state = self._store.state(name)
+        served = self._store.resolve(name, version, alias)
+        shadow = state.shadow if served is state.champion else None
+        count = len(entity_ids or ()) or len(rows or ())
+        if count == 0:
+            raise InvalidArgument("give entity_ids or rows (none were given)", field="input")
+        if count > self._max_rows:
+            raise InvalidArgument(f"{count} rows; at most {self._max_rows} per call", field="input")
+        meta = served.meta
+        if entity_ids:
+            if any(not e for e in entity_ids):
+                raise InvalidArgument("entity ids must not be empty", field="entity_ids")
+            results, vectors = await self._from_store(meta, list(entity_ids))
+        else:
+            results, vectors = _from_rows(meta, rows or ())
+        scored = [i for i, r in enumerate(results) if r.status == OK]
+        if scored:
+            matrix = np.asarray([vectors[i] for i in scored], dtype=np.float64)
+            champion_out, shadow_out = await self._run(served, shadow, matrix)
+            now = timestamp_now()
+            role = CHAMPION_ROLE if served is state.champion else SHADOW_ROLE
+            records = []
+            for k, i in enumerate(scored):
+                row = results[i]
+                row.prediction_id = uuid.uuid4().hex
+                row.output = champion_out[k]
+                records.append(prediction_record(
+                    prediction_id=row.prediction_id, meta=meta, role=role,
+                    entity_id=row.entity_id, features=vectors[i], output=row.output, now=now,
+                ))
+                if shadow_out is not None:
+                    records.append(prediction_record(
+                        prediction_id=uuid.uuid4().hex, meta=shadow.meta, role=SHADOW_ROLE,
+                        entity_id=row.entity_id, features=vectors[i], output=shadow_out[k],
+                        now=now,
+                    ))
+            await self._log.publish(records)
+        for row in results:
+            ROWS.labels(name, prediction_pb2.RowStatus.Name(row.status)).inc()
+        return PredictResult(name, meta.version, results)
+
+    async def _from_store(
+        self, meta: common_pb2.ModelVersion, entity_ids: list[str]
+    ) -> tuple[list[RowResult], list[list[float] | None]]:
+        names = list(meta.feature_names)
+        stored = await self._fetch(meta.entity_type, entity_ids, names)
+        results: list[RowResult] = []
+        vectors: list[list[float] | None] = []
+        for entity_id, entity in zip(entity_ids, stored):
+            if not entity.found:
+                results.append(RowResult(entity_id, ENTITY_NOT_FOUND,
+                                         detail=f"no features stored for {entity_id!r}"))
+                vectors.append(None)
+                continue
+            missing = [n for n, v in zip(names, entity.values)
+                       if v is None or not math.isfinite(v)]
+            if missing or len(entity.values) != len(names):
+                results.append(RowResult(entity_id, FEATURE_MISSING,
+                                         detail=f"missing or unusable features: {missing}"))
+                vectors.append(None)
+                continue
+            results.append(RowResult(entity_id, OK))
+            vectors.append([float(v) for v in entity.values])
+        return results, vectors
+
+    async def _run(
+        self, served: ServedVersion, shadow: ServedVersion | None, matrix: np.ndarray
+    ) -> tuple[list[common_pb2.ModelOutput], list[common_pb2.ModelOutput] | None]:
+        champion = _score(served, matrix)
+        if shadow is None:
+            return await champion, None
+        results = await asyncio.gather(champion, _score(shadow, matrix), return_exceptions=True)
+        if isinstance(results[0], BaseException):
+            raise results[0]
+        if isinstance(results[1], BaseException):
+            SHADOW_FAILURES.inc()
+            log.warning("shadow %s v%d failed: %s", shadow.name, shadow.version, results[1])
+            return results[0], None
+        return results[0], results[1]
+
+
+def _from_rows(
+    meta: common_pb2.ModelVersion, rows: Sequence[Sequence[float]]
+) -> tuple[list[RowResult], list[list[float] | None]]:
+    width = len(meta.feature_names)
+    vectors: list[list[float] | None] = []
+    for index, row in enumerate(rows):
+        values = list(row)
+        if len(values) != width:
+            raise InvalidArgument(
+                f"rows[{index}] has {len(values)} values; model {meta.model_name} v{meta.version} "
+                f"takes {width} ({', '.join(meta.feature_names)})", field="rows",
+            )
+        if not all(math.isfinite(v) for v in values):
+            raise InvalidArgument(f"rows[{index}] holds NaN or Inf", field="rows")
+        vectors.append(values)
+    return [RowResult("", OK) for _ in rows], vectors
+
+
+async def _score(served: ServedVersion, matrix: np.ndarray) -> list[common_pb2.ModelOutput]:
+    signature = served.loaded.signature
+    spec = signature.inputs[0]
+    outputs = await served.batcher.infer({spec.name: matrix.astype(spec.dtype, copy=False)})
+    return model_outputs(served.meta.task, signature, outputs, matrix.shape[0])
+
+
+def model_outputs(
+    task: int, signature, outputs: Sequence[np.ndarray], rows: int
+) -> list[common_pb2.ModelOutput]:
+    """Session outputs -> one ModelOutput per row (label / probabilities, or a value)."""
+    label = next((o for s, o in zip(signature.outputs, outputs) if s.dtype.kind in "iu"), None)
+    floats = [o for s, o in zip(signature.outputs, outputs) if s.dtype.kind == "f"]
+    if task == common_pb2.MODEL_TASK_REGRESSION or (label is None and task == 0):
+        values = floats[0].reshape(rows, -1)[:, 0]
+        return [common_pb2.ModelOutput(predicted_value=float(v)) for v in values]
+    probabilities = next((o for o in floats if o.ndim == 2), None)
+    if label is None and probabilities is not None:
+        label = probabilities.argmax(axis=1)
+    result = []
+    for i in range(rows):
+        output = common_pb2.ModelOutput(predicted_class=int(label[i]) if label is not None else 0)
+        if probabilities is not None:
+            output.probabilities.extend(probabilities[i].tolist())
+        result.append(output)
+    return result

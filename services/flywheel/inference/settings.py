@@ -1,0 +1,67 @@
+"""Settings of the inference service (FLYWHEEL_INFERENCE_*); read once by `__main__`."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from flywheel.common.settings import ServiceSettings
+
+
+class InferenceSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_INFERENCE_", frozen=True, extra="ignore")
+
+    grpc_port: int = Field(50053, ge=0, le=65535, description="gRPC port (0: any free port).")
+    metrics_port: int = Field(9203, ge=0, le=65535, description="Prometheus port (0: any free).")
+
+    # -- ONNX Runtime ------------------------------------------------------------------------
+    providers: tuple[str, ...] = Field(
+        ("CUDAExecutionProvider", "CPUExecutionProvider"),
+        description="Execution providers in order of preference; those this build of ONNX "
+        "Runtime lacks are skipped, and the CPU provider is always the last resort.",
+    )
+    intra_op_threads: int = Field(
+        1, ge=0, description="Threads inside one session run (0: ONNX Runtime's default)."
+    )
+    inter_op_threads: int = Field(1, ge=0, description="Threads across graph nodes (0: default).")
+    run_threads: int = Field(
+        1, gt=0, description="Worker threads running sessions; the event loop never runs one."
+    )
+
+    # -- dynamic batching --------------------------------------------------------------------
+    max_batch_size: int = Field(
+        64, gt=0, description="Most rows coalesced into one session run."
+    )
+    max_queue_delay_us: int = Field(
+        200,
+        ge=0,
+        description="How long the first queued request waits for others to join its batch. "
+        "Requests that queue while a run is in flight join the next batch without waiting.",
+    )
+
+    # -- model loading -----------------------------------------------------------------------
+    max_artifact_bytes: int = Field(
+        512 * 1024 * 1024, gt=0, description="Largest artifact (with its external data) loaded."
+    )
+    warmup_rows: int = Field(2, gt=0, description="Rows of the dummy batch run before a swap.")
+    load_timeout_s: float = Field(120.0, gt=0, description="Upper bound on loading one version.")
+
+    # -- Predict -----------------------------------------------------------------------------
+    feature_store_target: str = Field(
+        "127.0.0.1:50052", description="host:port of flywheel.v1.FeatureStoreService."
+    )
+    feature_store_timeout_s: float = Field(
+        2.0, gt=0, description="Deadline of one GetOnlineFeatures call."
+    )
+    max_predict_rows: int = Field(4096, gt=0, description="Most rows (or entity ids) per Predict.")
+    log_wait_for_ack: bool = Field(
+        True,
+        description="Predict answers only after Kafka acknowledged every prediction record of "
+        "the request (all awaited together); false: fire and forget.",
+    )
+    log_timeout_s: float = Field(
+        10.0, gt=0, description="Upper bound on waiting for the prediction records' acks."
+    )
+    log_linger_ms: int = Field(
+        2, ge=0, description="Producer linger of the prediction log (latency vs batching)."
+    )

@@ -1,0 +1,94 @@
+"""Helpers of the inference integration tests (imported by conftest and the tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+
+from flywheel.common import announce
+from flywheel.common.grpc.client import wait_for_serving_async
+from flywheel.common.kafka.producer import Producer
+from flywheel.common.kafka.topics import Topics
+from flywheel.common.registry import CHAMPION, ModelRegistry
+from flywheel.common.settings import CommonSettings
+from flywheel.inference.app import InferenceApp
+from flywheel.inference.settings import InferenceSettings
+from flywheel.inference.testing_models import feature_names
+from flywheel.v1 import events_pb2
+
+SPEC_PATH = Path(__file__).resolve().parents[3] / "flywheel.yaml"
+N_FEATURES = 24
+
+
+def register(registry: ModelRegistry, data: bytes, alias: str | None = CHAMPION):
+    meta = registry.register("churn", data, task=1, entity_type="customer",
+                             feature_names=feature_names(N_FEATURES),
+                             output_names=["label", "probabilities"])
+    if alias:
+        registry.promote("churn", meta.version, alias)
+    return meta
+
+
+async def start_inference(common: CommonSettings, settings: InferenceSettings) -> InferenceApp:
+    app = InferenceApp(common, settings)
+    await app.start()
+    try:
+        await wait_for_serving_async(f"127.0.0.1:{app.port}", 60.0)
+    except BaseException:
+        await app.stop()
+        raise
+    return app
+
+
+def publish_change(common: CommonSettings, registry: ModelRegistry, version: int, change: str,
+                   alias_changes: list[tuple[str, int, int]]) -> None:
+    """What `flywheel models promote` does after writing the registry."""
+    topics = Topics(common.namespace)
+    producer = Producer(common.kafka_bootstrap, client_id="test-announcer")
+    try:
+        record = announce.announcement(
+            registry, "churn", version, events_pb2.ModelVersionChange.Value(change),
+            alias_changes, "test",
+        )
+        announce.publish(producer, topics, record, 10.0)
+    finally:
+        producer.close(5.0)
+
+
+def read_predictions(common: CommonSettings, expected: int, timeout_s: float = 20.0,
+                     settle_s: float = 1.0) -> list[events_pb2.PredictionLogged]:
+    """Every record of the predictions topic from the beginning (waits for `expected`, then
+    `settle_s` more to catch duplicates)."""
+    topic = Topics(common.namespace).predictions
+    consumer = Consumer({"bootstrap.servers": common.kafka_bootstrap, "group.id": "unused",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    consumer.assign([TopicPartition(topic.name, p, 0) for p in range(topic.partitions)])
+    records: list[events_pb2.PredictionLogged] = []
+    deadline = time.monotonic() + timeout_s
+    settle_until = None
+    try:
+        while time.monotonic() < deadline:
+            if len(records) >= expected:
+                settle_until = settle_until or time.monotonic() + settle_s
+                if time.monotonic() >= settle_until:
+                    break
+            for message in consumer.consume(500, 0.2):
+                if message.error() is None:
+                    records.append(topic.decode(message.value()))
+    finally:
+        consumer.close()
+    return records
+
+
+async def poll_until(check: Callable, timeout_s: float, what: str, interval_s: float = 0.1):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        await asyncio.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")

@@ -1,0 +1,151 @@
+"""A tritonclient user, run as its own process by test_oip.py.
+
+tritonclient's generated protocol module and the server's (flywheel.oip) both define the
+protobuf package `inference` and cannot share one process's descriptor pool, so the client
+lives here, exactly as a user's program would, and prints what it saw as one JSON object.
+
+    python triton_user.py <host:port> happy|bad <max_message_bytes>
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import grpc
+import numpy as np
+import tritonclient.grpc as triton
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.utils import InferenceServerException
+
+N_FEATURES = 24
+
+
+def rows(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, N_FEATURES)).astype(np.float32)
+
+
+def infer_input(x: np.ndarray, datatype: str = "FP32", shape=None, name="features"):
+    tensor = triton.InferInput(name, list(shape or x.shape), datatype)
+    tensor.set_data_from_numpy(x)
+    return tensor
+
+
+def happy(client: triton.InferenceServerClient, target: str) -> dict:
+    out: dict = {
+        "live": client.is_server_live(),
+        "ready": client.is_server_ready(),
+        "model_ready": {v: client.is_model_ready("churn", v) for v in ("", "1", "2", "3")},
+        "unknown_ready": client.is_model_ready("nope"),
+        "server_name": client.get_server_metadata().name,
+    }
+    meta = client.get_model_metadata("churn")
+    out["metadata"] = {
+        "name": meta.name, "versions": list(meta.versions), "platform": meta.platform,
+        "inputs": [[t.name, t.datatype, list(t.shape)] for t in meta.inputs],
+        "outputs": [[t.name, t.datatype, list(t.shape)] for t in meta.outputs],
+    }
+    out["raw"] = {}
+    for version in ("", "1", "2"):
+        x = rows(5, seed=3)
+        result = client.infer(
+            "churn", [infer_input(x)], model_version=version, request_id="r-1",
+            outputs=[triton.InferRequestedOutput("probabilities"),
+                     triton.InferRequestedOutput("label")],
+        )
+        response = result.get_response()
+        out["raw"][version] = {
+            "x": x.tolist(), "label": result.as_numpy("label").tolist(),
+            "probabilities": result.as_numpy("probabilities").tolist(),
+            "model_version": response.model_version, "id": response.id,
+            "raw_outputs": len(response.raw_output_contents),
+        }
+    # Typed contents, through tritonclient's own protocol stubs.
+    x = rows(3, seed=4)
+    request = service_pb2.ModelInferRequest(model_name="churn")
+    tensor = request.inputs.add(name="features", datatype="FP32", shape=list(x.shape))
+    tensor.contents.fp32_contents.extend(x.ravel().tolist())
+    with grpc.insecure_channel(target) as channel:
+        response = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+    # (tritonclient's InferResult.as_numpy reads only raw or BYTES contents.)
+    by_name = {o.name: o for o in response.outputs}
+    out["typed"] = {
+        "x": x.tolist(), "raw_outputs": len(response.raw_output_contents),
+        "label": list(by_name["label"].contents.int64_contents),
+        "probabilities": np.array(by_name["probabilities"].contents.fp32_contents)
+        .reshape(list(by_name["probabilities"].shape)).tolist(),
+    }
+    return out
+
+
+def _with_nan() -> np.ndarray:
+    x = rows(2)
+    x[1, 3] = np.nan
+    return x
+
+
+def _with_inf() -> np.ndarray:
+    x = rows(2)
+    x[0, 0] = np.inf
+    return x
+
+
+def bad_cases(max_message: int) -> dict:
+    big = max_message // (4 * N_FEATURES) + 8
+    return {
+        "wrong-dtype": ("churn", "", lambda: [infer_input(rows(2).astype(np.float64), "FP64")]),
+        "wrong-width": ("churn", "", lambda: [infer_input(rows(2)[:, :5].copy())]),
+        "wrong-rank": ("churn", "", lambda: [infer_input(rows(2).ravel().copy())]),
+        "empty-batch": ("churn", "", lambda: [infer_input(rows(0))]),
+        "nan": ("churn", "", lambda: [infer_input(_with_nan())]),
+        "inf": ("churn", "", lambda: [infer_input(_with_inf())]),
+        "unknown-input": ("churn", "", lambda: [infer_input(rows(1), name="x")]),
+        "no-inputs": ("churn", "", lambda: []),
+        "unknown-model": ("nope", "", lambda: [infer_input(rows(1))]),
+        "unknown-version": ("churn", "9", lambda: [infer_input(rows(1))]),
+        "non-numeric-version": ("churn", "latest", lambda: [infer_input(rows(1))]),
+        "oversize": ("churn", "", lambda: [infer_input(rows(big))]),
+    }
+
+
+def bad(client: triton.InferenceServerClient, target: str, max_message: int) -> dict:
+    out = {}
+    for case, (model, version, inputs) in bad_cases(max_message).items():
+        try:
+            client.infer(model, inputs(), model_version=version)
+            out[case] = {"status": "OK", "message": ""}
+        except InferenceServerException as error:
+            out[case] = {"status": str(error.status()).removeprefix("StatusCode."),
+                         "message": error.message() or ""}
+    # Bytes that disagree with the declared shape: tritonclient checks this itself, so the
+    # request is built with its protocol stubs.
+    request = service_pb2.ModelInferRequest(model_name="churn")
+    request.inputs.add(name="features", datatype="FP32", shape=[3, N_FEATURES])
+    request.raw_input_contents.append(rows(2).tobytes())
+    with grpc.insecure_channel(target) as channel:
+        try:
+            service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+            out["size-mismatch"] = {"status": "OK", "message": ""}
+        except grpc.RpcError as error:
+            out["size-mismatch"] = {"status": error.code().name, "message": error.details()}
+    try:
+        client.get_model_metadata("nope")
+        out["metadata-unknown-model"] = {"status": "OK", "message": ""}
+    except InferenceServerException as error:
+        out["metadata-unknown-model"] = {"status": str(error.status()).removeprefix("StatusCode."),
+                                         "message": error.message() or ""}
+    return out
+
+
+def main() -> None:
+    target, scenario, max_message = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    client = triton.InferenceServerClient(target)
+    try:
+        result = happy(client, target) if scenario == "happy" else bad(client, target, max_message)
+    finally:
+        client.close()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

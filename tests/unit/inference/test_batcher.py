@@ -1,0 +1,101 @@
+"""The dynamic batcher: coalescing, splitting back, isolation of shapes and errors."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from flywheel.inference.batcher import Batcher
+
+
+class RecordingModel:
+    """Doubles its input; remembers the row count of every run."""
+
+    def __init__(self, fail_on: float | None = None) -> None:
+        self.batches: list[int] = []
+        self.fail_on = fail_on
+
+    def __call__(self, feeds):
+        x = feeds["x"]
+        self.batches.append(x.shape[0])
+        if self.fail_on is not None and (x == self.fail_on).any():
+            raise ValueError("poisoned row")
+        return [x * 2, x.sum(axis=1)]
+
+
+@pytest.fixture
+def executor():
+    pool = ThreadPoolExecutor(1)
+    yield pool
+    pool.shutdown()
+
+
+def _rows(start: int, n: int, width: int = 3) -> np.ndarray:
+    return np.arange(start, start + n * width, dtype=np.float32).reshape(n, width)
+
+
+async def test_concurrent_requests_are_coalesced_and_split_back(executor):
+    model = RecordingModel()
+    seen: list[int] = []
+    batcher = Batcher(model, executor, max_batch_size=64, max_queue_delay_us=20_000,
+                      on_batch=seen.append)
+    inputs = [_rows(i * 10, 1 + i % 3) for i in range(20)]
+    outputs = await asyncio.gather(*(batcher.infer({"x": x}) for x in inputs))
+    for x, (doubled, summed) in zip(inputs, outputs):
+        np.testing.assert_array_equal(doubled, x * 2)
+        np.testing.assert_array_equal(summed, x.sum(axis=1))
+    assert max(model.batches) > 1
+    assert sum(model.batches) == sum(x.shape[0] for x in inputs) == sum(seen)
+    assert len(model.batches) < len(inputs)
+
+
+async def test_batch_never_exceeds_max_rows_but_a_big_request_runs_alone(executor):
+    model = RecordingModel()
+    batcher = Batcher(model, executor, max_batch_size=4, max_queue_delay_us=5_000)
+    inputs = [_rows(i, 1) for i in range(9)] + [_rows(100, 7)]
+    outputs = await asyncio.gather(*(batcher.infer({"x": x}) for x in inputs))
+    assert all(b <= 4 for b in model.batches[:-1]) and 7 in model.batches
+    for x, (doubled, _) in zip(inputs, outputs):
+        np.testing.assert_array_equal(doubled, x * 2)
+
+
+async def test_different_shapes_are_never_stacked(executor):
+    model = RecordingModel()
+    batcher = Batcher(model, executor, max_batch_size=64, max_queue_delay_us=5_000)
+    narrow, wide = _rows(0, 2, width=3), _rows(0, 2, width=5)
+    a, b = await asyncio.gather(batcher.infer({"x": narrow}), batcher.infer({"x": wide}))
+    np.testing.assert_array_equal(a[0], narrow * 2)
+    np.testing.assert_array_equal(b[0], wide * 2)
+    assert model.batches == [2, 2]
+
+
+async def test_a_failing_run_fails_its_callers_and_the_batcher_goes_on(executor):
+    model = RecordingModel(fail_on=-1.0)
+    batcher = Batcher(model, executor, max_batch_size=64, max_queue_delay_us=5_000)
+    poisoned = np.full((1, 3), -1.0, dtype=np.float32)
+    results = await asyncio.gather(
+        batcher.infer({"x": poisoned}), batcher.infer({"x": _rows(0, 1)}),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, ValueError) for r in results)
+    doubled, _ = await batcher.infer({"x": _rows(0, 2)})
+    np.testing.assert_array_equal(doubled, _rows(0, 2) * 2)
+    await asyncio.sleep(0.01)
+    assert batcher.idle
+
+
+async def test_non_batchable_models_run_one_request_at_a_time(executor):
+    model = RecordingModel()
+    batcher = Batcher(model, executor, max_batch_size=64, max_queue_delay_us=0, batchable=False)
+    await asyncio.gather(*(batcher.infer({"x": _rows(i, 2)}) for i in range(5)))
+    assert model.batches == [2] * 5
+
+
+async def test_zero_delay_still_coalesces_what_queued_during_a_run(executor):
+    model = RecordingModel()
+    batcher = Batcher(model, executor, max_batch_size=64, max_queue_delay_us=0)
+    await asyncio.gather(*(batcher.infer({"x": _rows(i, 1)}) for i in range(30)))
+    assert sum(model.batches) == 30 and max(model.batches) > 1
