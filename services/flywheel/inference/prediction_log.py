@@ -1,4 +1,8 @@
-"""Publishing predictions to flywheel.predictions.v1 (key: prediction id).
+"""Publishing predictions to flywheel.predictions.v1.
+
+The key is the prediction id the caller got back (the join key): a champion record's own id,
+and for a shadow record the id of the champion row it was scored beside, so one feedback
+labels both.
 
 By default a Predict answers only after Kafka acknowledged every record of the request: a
 prediction id the caller holds is then always joinable with its feedback. All records of a
@@ -74,11 +78,12 @@ class PredictionLog:
         self._wait = wait_for_ack
         self._timeout_s = timeout_s
 
-    async def publish(self, records: Sequence[events_pb2.PredictionLogged]) -> None:
-        """Queues every record, then (by default) awaits all their acks at once."""
-        if not records:
+    async def publish(self, keyed: Sequence[tuple[str, events_pb2.PredictionLogged]]) -> None:
+        """Queues every (join key, record), then (by default) awaits all their acks at once."""
+        if not keyed:
             return
-        futures = [asyncio.ensure_future(self._send(r.prediction_id, r)) for r in records]
+        records = [record for _, record in keyed]
+        futures = [asyncio.ensure_future(self._send(key, record)) for key, record in keyed]
         if not self._wait:
             for future, record in zip(futures, records):
                 future.add_done_callback(_count(record))

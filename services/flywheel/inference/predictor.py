@@ -124,16 +124,18 @@ class Predictor:
                 row = results[i]
                 row.prediction_id = uuid.uuid4().hex
                 row.output = champion_out[k]
-                records.append(prediction_record(
+                records.append((row.prediction_id, prediction_record(
                     prediction_id=row.prediction_id, meta=meta, role=role,
                     entity_id=row.entity_id, features=vectors[i], output=row.output, now=now,
-                ))
+                )))
                 if shadow_out is not None:
-                    records.append(prediction_record(
+                    # Keyed by the champion's prediction id: the caller's feedback for that id
+                    # lands on the same partition and labels the shadow's row too.
+                    records.append((row.prediction_id, prediction_record(
                         prediction_id=uuid.uuid4().hex, meta=shadow.meta, role=SHADOW_ROLE,
                         entity_id=row.entity_id, features=vectors[i], output=shadow_out[k],
                         now=now,
-                    ))
+                    )))
             await self._log.publish(records)
         for row in results:
             ROWS.labels(name, prediction_pb2.RowStatus.Name(row.status)).inc()

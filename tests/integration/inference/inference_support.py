@@ -60,9 +60,10 @@ def publish_change(common: CommonSettings, registry: ModelRegistry, version: int
 
 
 def read_predictions(common: CommonSettings, expected: int, timeout_s: float = 20.0,
-                     settle_s: float = 1.0) -> list[events_pb2.PredictionLogged]:
+                     settle_s: float = 1.0, keys: dict[str, bytes] | None = None,
+                     ) -> list[events_pb2.PredictionLogged]:
     """Every record of the predictions topic from the beginning (waits for `expected`, then
-    `settle_s` more to catch duplicates)."""
+    `settle_s` more to catch duplicates). `keys`, when given, collects prediction id -> key."""
     topic = Topics(common.namespace).predictions
     consumer = Consumer({"bootstrap.servers": common.kafka_bootstrap, "group.id": "unused",
                          "enable.auto.commit": False, "isolation.level": "read_committed"})
@@ -79,6 +80,8 @@ def read_predictions(common: CommonSettings, expected: int, timeout_s: float = 2
             for message in consumer.consume(500, 0.2):
                 if message.error() is None:
                     records.append(topic.decode(message.value()))
+                    if keys is not None:
+                        keys[records[-1].prediction_id] = message.key()
     finally:
         consumer.close()
     return records

@@ -126,7 +126,8 @@ async def test_predict_by_entity_runs_the_stored_features_and_logs_each_once(
         assert row.output.predicted_class == labels[i]
         np.testing.assert_allclose(row.output.probabilities, probabilities[i], rtol=1e-6)
 
-    records = await asyncio.to_thread(read_predictions, common, 2 * len(stored))
+    keys: dict[str, bytes] = {}
+    records = await asyncio.to_thread(read_predictions, common, 2 * len(stored), keys=keys)
     champion = [r for r in records if r.role == common_pb2.MODEL_ROLE_CHAMPION]
     shadows = [r for r in records if r.role == common_pb2.MODEL_ROLE_SHADOW]
     assert sorted(r.prediction_id for r in champion) == sorted(
@@ -141,8 +142,11 @@ async def test_predict_by_entity_runs_the_stored_features_and_logs_each_once(
         assert list(record.feature_names) == feature_names(N_FEATURES)
         assert record.features == pytest.approx(stored[record.entity_id].tolist())
         assert record.output == by_entity[record.entity_id].output
+        assert keys[record.prediction_id] == record.prediction_id.encode()
     for record in shadows:
         index = list(stored).index(record.entity_id)
         assert record.model_version == shadow.version
         assert record.output.predicted_class == shadow_labels[index]
+        # Keyed by the champion row's id, so the caller's feedback joins the shadow too.
+        assert keys[record.prediction_id] == by_entity[record.entity_id].prediction_id.encode()
         assert record.features == pytest.approx(stored[record.entity_id].tolist())

@@ -1,0 +1,1 @@
+"""The feedback service: ground truth in, exactly one labeled example per prediction out."""

@@ -1,0 +1,1 @@
+"""The training service: labeled examples in, gated and announced model versions out."""

@@ -1,0 +1,112 @@
+"""Composition root of the training service: the labeled-examples consumer, the dataset,
+the registry and the announcements, the controller and the gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from flywheel.common import announce
+from flywheel.common.grpc.readiness import Readiness
+from flywheel.common.grpc.server import GrpcServer
+from flywheel.common.kafka.admin import ensure_topics
+from flywheel.common.kafka.consumer import ConsumerWorker
+from flywheel.common.kafka.producer import Producer
+from flywheel.common.kafka.records import Record
+from flywheel.common.kafka.topics import Topics
+from flywheel.common.metrics import start_metrics_server
+from flywheel.common.registry import ModelRegistry
+from flywheel.common.settings import CommonSettings
+from flywheel.common.spec import load_spec
+from flywheel.training.controller import Controller
+from flywheel.training.dataset import Dataset, LabeledRow
+from flywheel.training.live_gate import LiveGate
+from flywheel.training.promotions import Promotions
+from flywheel.training.runner import Runner
+from flywheel.training.servicer import TrainingServicer
+from flywheel.training.settings import TrainingSettings
+from flywheel.training.trainer import SklearnTrainer, Trainer
+from flywheel.v1 import training_pb2, training_pb2_grpc
+
+log = logging.getLogger("flywheel.training")
+
+SERVICE_NAME = training_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name
+
+
+class TrainingApp:
+    def __init__(self, common: CommonSettings, settings: TrainingSettings,
+                 trainer: Trainer | None = None) -> None:
+        self.common = common
+        self.settings = settings
+        self.spec = load_spec(common.spec_path)
+        self.topics = Topics(common.namespace)
+        self.registry = ModelRegistry(common.registry_uri)
+        self.dataset = Dataset(settings.data_dir, self.spec.models)
+        self._trainer = trainer or SklearnTrainer()
+        self.port = 0
+        self._producer: Producer | None = None
+        self._consumer: ConsumerWorker | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.server: GrpcServer | None = None
+        self.controller: Controller | None = None
+        self.promotions: Promotions | None = None
+
+    def _publish(self, record) -> None:
+        announce.publish(self._producer, self.topics, record, self.common.kafka_timeout_s)
+
+    def _on_labeled(self, records: list[Record]) -> None:
+        self.dataset.append([LabeledRow(r.topic, r.partition, r.offset, r.timestamp_ms, r.value)
+                             for r in records])
+
+    async def start(self) -> None:
+        common, settings = self.common, self.settings
+        await asyncio.to_thread(ensure_topics, common.kafka_bootstrap, self.topics.all(),
+                                common.kafka_timeout_s * 3)
+        loaded = await asyncio.to_thread(self.dataset.load)
+        log.info("loaded %d labeled examples from segments", loaded)
+        self._producer = Producer(common.kafka_bootstrap, client_id="training",
+                                  delivery_timeout_s=common.kafka_timeout_s * 3)
+        self.promotions = Promotions(self.registry, self._publish)
+        live_gate = LiveGate(self.spec, self.dataset, self.registry, self.promotions)
+        live_gate.resume()
+        runner = Runner(spec=self.spec, dataset=self.dataset, registry=self.registry,
+                        promotions=self.promotions, trainer=self._trainer,
+                        promote_to=settings.promote_to, onnx_threads=settings.onnx_threads)
+        self.controller = Controller(spec=self.spec, dataset=self.dataset,
+                                     registry=self.registry, runner=runner, live_gate=live_gate)
+        self._consumer = ConsumerWorker(
+            bootstrap=common.kafka_bootstrap, group_id=common.group_id("flywheel.training"),
+            topics=[self.topics.labeled], handler=self._on_labeled,
+            dlq_producer=self._producer, max_batch=settings.consumer_max_batch,
+            poll_timeout_s=0.5, name="training-labeled",
+        )
+        readiness = Readiness([SERVICE_NAME])
+        readiness.add_check("labeled_consumer", lambda: self._consumer.healthy)
+        self.server = GrpcServer(settings, readiness)
+        self.server.add_service(
+            training_pb2_grpc.add_TrainingServiceServicer_to_server,
+            TrainingServicer(self.spec, self.registry, self.controller, self.promotions),
+            SERVICE_NAME,
+        )
+        self._consumer.start()
+        self._tasks = [
+            asyncio.create_task(self.controller.work(), name="training-runs"),
+            asyncio.create_task(self.controller.watch(settings.check_interval_s),
+                                name="training-triggers"),
+        ]
+        start_metrics_server(settings.grpc_host, settings.metrics_port)
+        self.port = await self.server.start()
+        log.info("training service started", extra={"port": self.port})
+
+    async def stop(self) -> None:
+        if self.server:
+            await self.server.stop()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._consumer:
+            await asyncio.to_thread(self._consumer.stop)
+        if self._producer:
+            await asyncio.to_thread(self._producer.close, 5.0)

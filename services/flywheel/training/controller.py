@@ -1,0 +1,131 @@
+"""Decides when to train: evaluates the triggers and the live gate, queues runs, one at a
+time. Manual triggers skip the debounce; automatic ones wait while a run of the same model
+is queued or running."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from flywheel.common.errors import NotFound
+from flywheel.common.registry import CHAMPION, ModelRegistry
+from flywheel.common.spec import FlywheelSpec, ModelSpec
+from flywheel.training.dataset import CHAMPION as ROLE_CHAMPION
+from flywheel.training.dataset import Dataset
+from flywheel.training.live_gate import LiveGate
+from flywheel.training.runner import FAILED, QUEUED, RUNNING, SUCCEEDED, Runner, TrainingRun
+from flywheel.training.triggers import Observations, fire, max_psi
+
+log = logging.getLogger("flywheel.training.controller")
+
+
+class Controller:
+    def __init__(self, *, spec: FlywheelSpec, dataset: Dataset, registry: ModelRegistry,
+                 runner: Runner, live_gate: LiveGate,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._spec = spec
+        self._dataset = dataset
+        self._registry = registry
+        self._runner = runner
+        self.live_gate = live_gate
+        self._clock = clock
+        self.runs: dict[str, TrainingRun] = {}
+        self._queue: asyncio.Queue[TrainingRun] = asyncio.Queue()
+        self._last_start: dict[str, float] = {}
+        self._labels_at_last_run = {m.name: dataset.total(m.name) for m in spec.models}
+        self._psi_reference: dict[str, tuple[int, np.ndarray]] = {}
+        self.decisions: list[str] = []
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def trigger(self, model_name: str, reason: str) -> TrainingRun:
+        self._spec.model(model_name)  # NOT_FOUND for a model the spec does not declare
+        run = TrainingRun(model_name, reason or "manual")
+        self.runs[run.run_id] = run
+        self._queue.put_nowait(run)
+        log.info("training run %s queued: %s", run.run_id, run.trigger_reason)
+        return run
+
+    def get(self, run_id: str) -> TrainingRun:
+        run = self.runs.get(run_id)
+        if run is None:
+            raise NotFound(f"no training run {run_id!r}", field="run_id")
+        return run
+
+    def busy(self, model_name: str) -> bool:
+        return any(r.model_name == model_name and r.state in (QUEUED, RUNNING)
+                   for r in self.runs.values())
+
+    async def work(self) -> None:
+        """Runs queued runs one at a time, each in a worker thread."""
+        while True:
+            run = await self._queue.get()
+            self._last_start[run.model_name] = self._clock()
+            self._labels_at_last_run[run.model_name] = self._dataset.total(run.model_name)
+            await asyncio.to_thread(self._runner.run, run)
+            if run.state not in (SUCCEEDED, FAILED):
+                run.state = FAILED
+
+    # -- automatic decisions -----------------------------------------------------------------
+
+    def observations(self, model: ModelSpec) -> Observations:
+        name = model.name
+        last = self._last_start.get(name)
+        obs = {"new_labels": self._dataset.total(name) - self._labels_at_last_run.get(name, 0),
+               "seconds_since_last_run": None if last is None else self._clock() - last}
+        try:
+            champion = self._registry.resolve(name, CHAMPION)
+        except NotFound:
+            return Observations(**obs)
+        correct, _ = self._dataset.live(name, champion.version, ROLE_CHAMPION,
+                                        model.triggers.window)
+        if len(correct) >= model.triggers.window:
+            obs["champion_accuracy"] = float(np.mean(correct))
+        obs["champion_training_accuracy"] = champion.metrics.get("accuracy")
+        if model.triggers.psi_above:
+            reference = self._reference(model, champion)
+            current = self._dataset.recent_features(name, model.triggers.window)
+            if len(reference) and len(current) >= model.triggers.window:
+                obs["max_psi"], obs["psi_feature"] = max_psi(reference, current,
+                                                             list(model.features))
+        return Observations(**obs)
+
+    def _reference(self, model: ModelSpec, champion) -> np.ndarray:
+        cached = self._psi_reference.get(model.name)
+        if cached and cached[0] == champion.version:
+            return cached[1]
+        ranges = [(r.topic, r.partition, r.start_offset, r.end_offset)
+                  for r in champion.lineage.training_data]
+        reference = self._dataset.features_in(model.name, ranges)
+        self._psi_reference[model.name] = (champion.version, reference)
+        return reference
+
+    def decide_once(self) -> list[tuple[str, str]]:
+        """One pass over every model: the live gate acts, the triggers say which models to
+        train and why (blocking work: call it from a worker thread)."""
+        wanted = []
+        for model in self._spec.models:
+            decision = self.live_gate.check(model)
+            if decision:
+                self.decisions.append(decision)
+                log.info("%s: %s", model.name, decision)
+            if self.busy(model.name):
+                continue
+            reason = fire(model.triggers, self.observations(model))
+            if reason:
+                wanted.append((model.name, reason))
+        return wanted
+
+    async def watch(self, interval_s: float) -> None:
+        while True:
+            try:
+                for model_name, reason in await asyncio.to_thread(self.decide_once):
+                    if not self.busy(model_name):
+                        self.trigger(model_name, reason)
+            except Exception:  # noqa: BLE001 - a failing check must not stop the loop
+                log.exception("trigger / live gate check failed")
+            await asyncio.sleep(interval_s)

@@ -1,0 +1,36 @@
+"""Settings of the training service (FLYWHEEL_TRAINING_*)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from flywheel.common.settings import ServiceSettings
+
+
+class TrainingSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_TRAINING_", frozen=True, extra="ignore")
+
+    grpc_port: int = Field(50055, ge=0, le=65535, description="gRPC port (0: any free port).")
+    metrics_port: int = Field(9205, ge=0, le=65535, description="Prometheus port (0: any free).")
+    data_dir: Path = Field(
+        Path(".flywheel/training"),
+        description="Where labeled examples are kept as Parquet segments (with their topic, "
+        "partition and offset), so any run can be reproduced.",
+    )
+    promote_to: Literal["champion", "shadow"] = Field(
+        "champion",
+        description="Where a candidate that passes the offline gate goes: straight to "
+        "champion, or to shadow first (then the live gate decides on joined labels). With no "
+        "champion yet, it always becomes champion.",
+    )
+    check_interval_s: float = Field(
+        0.5, gt=0, description="How often triggers and the live gate are evaluated."
+    )
+    consumer_max_batch: int = Field(
+        5000, gt=0, description="Labeled records per segment write (at most)."
+    )
+    onnx_threads: int = Field(1, gt=0, description="ONNX Runtime threads for evaluation.")

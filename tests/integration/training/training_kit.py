@@ -1,0 +1,132 @@
+"""Helpers for the training tests: a test spec, synthetic labeled examples, reading topics.
+
+Imported by name (the test folders are not packages; pytest puts this folder on sys.path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from flywheel.common.kafka.headers import standard_headers
+from flywheel.common.kafka.topics import Topic
+from flywheel.common.spec import Task
+from flywheel.training.trainer import SklearnTrainer
+from flywheel.v1 import common_pb2, events_pb2
+
+FEATURES = [f"f{i:02d}" for i in range(24)]
+
+SPEC = """
+entities:
+  - name: customer
+    features: [{features}]
+models:
+  - name: churn
+    entity_type: customer
+    task: binary_classification
+    features: [{names}]
+    triggers: {triggers}
+    gate: {{metric: accuracy, min_improvement: 0.0, min_holdout: 100}}
+    training: {{window: 1000, holdout_fraction: 0.25, min_examples: 300}}
+    live: {{min_labels: 200, rollback_margin: 0.05}}
+"""
+
+
+def write_spec(path: Path, triggers: str) -> Path:
+    path.write_text(SPEC.format(features=", ".join(f"{{name: {n}}}" for n in FEATURES),
+                                names=", ".join(FEATURES), triggers=triggers))
+    return path
+
+
+class Concept:
+    """Labels from a fixed random hyperplane; `accuracy` sets how often `predicted` is right."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.w = self.rng.normal(size=len(FEATURES))
+
+    def rows(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        X = self.rng.normal(size=(n, len(FEATURES)))
+        y = (X @ self.w + 0.2 * self.rng.normal(size=n) > 0).astype(np.int64)
+        return X, y
+
+    def examples(self, prefix: str, n: int, *, version: int, accuracy: float = 1.0,
+                 role: int = common_pb2.MODEL_ROLE_CHAMPION) -> list:
+        X, y = self.rows(n)
+        right = self.rng.random(n) < accuracy
+        out = []
+        for i in range(n):
+            predicted = int(y[i]) if right[i] else 1 - int(y[i])
+            out.append(events_pb2.LabeledExample(
+                prediction_id=f"{prefix}{i}", model_name="churn", model_version=version,
+                role=role, entity_type="customer", feature_names=FEATURES,
+                features=X[i].tolist(), label=common_pb2.Label(class_label=int(y[i])),
+                prediction=common_pb2.ModelOutput(predicted_class=predicted),
+                task=common_pb2.MODEL_TASK_BINARY_CLASSIFICATION,
+            ))
+        return out
+
+
+class SwitchTrainer(SklearnTrainer):
+    """The default trainer, or (mode "shuffled") one that learns from shuffled labels: a
+    candidate reliably worse than a champion trained on the real ones."""
+
+    mode = "good"
+
+    def fit(self, X, y, task: Task):
+        if self.mode == "shuffled":
+            y = np.random.default_rng(1).permutation(y)
+        return super().fit(X, y, task)
+
+
+def produce(bootstrap: str, topic: Topic, examples: list) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10})
+    for example in examples:
+        producer.produce(topic.name, key=example.prediction_id.encode(),
+                         value=topic.encode(example), headers=standard_headers(topic.type_name))
+        producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def read_all(bootstrap: str, topic: Topic, settle_s: float = 1.0) -> list:
+    """Every committed record of `topic`, reading until `settle_s` of quiet."""
+    return [topic.decode(m.value()) for m in read_messages(bootstrap, topic.name, settle_s)]
+
+
+def read_messages(bootstrap: str, topic: str, settle_s: float = 1.0,
+                  ranges: dict[int, tuple[int, int]] | None = None) -> list:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"r{time.monotonic_ns()}",
+                         "isolation.level": "read_committed", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest"})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    wanted = ranges or {p: (0, -1) for p in partitions}
+    consumer.assign([TopicPartition(topic, p, a) for p, (a, _) in wanted.items()])
+    out, quiet_since = [], time.monotonic()
+    try:
+        while time.monotonic() - quiet_since < settle_s:
+            batch = [m for m in consumer.consume(1000, 0.2) if m.error() is None]
+            if batch:
+                quiet_since = time.monotonic()
+            for message in batch:
+                first, last = wanted[message.partition()]
+                if message.offset() >= first and (last < 0 or message.offset() <= last):
+                    out.append(message)
+    finally:
+        consumer.close()
+    return out
+
+
+async def wait_for(predicate: Callable[[], object], timeout_s: float, what: str):
+    """Polls without blocking the event loop the service under test runs on."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
