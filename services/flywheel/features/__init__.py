@@ -1,0 +1,1 @@
+"""The feature store service: newest values per entity in Redis, vectors in FAISS."""

@@ -1,0 +1,43 @@
+"""The consumer side: events from `flywheel.events.v1` into the online store and the index.
+
+One Redis call per batch. A batch holding an invalid event raises `InvalidArgument`; the
+error policy below sends that to the DLQ path of `ConsumerWorker`, which re-runs the batch
+one record at a time (the valid ones are written, idempotently) and dead-letters the invalid
+ones with their reason. Any other failure (Redis down) is retried and the offsets stay put.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+from flywheel.common.errors import InvalidArgument
+from flywheel.common.kafka.records import ErrorAction, Record
+from flywheel.features.core import FeatureStore
+
+MATERIALIZED = Counter(
+    "flywheel_features_events_total", "Events consumed, by outcome.", ["outcome"]
+)
+
+
+class Materializer:
+    def __init__(self, store: FeatureStore) -> None:
+        self._store = store
+
+    def __call__(self, records: list[Record]) -> None:
+        events = [record.value for record in records]
+        valid, rejections = self._store.split_valid(events)
+        if rejections:
+            first = rejections[0].problem
+            raise InvalidArgument(
+                f"{len(rejections)} invalid event(s); first: {first.field}: {first.reason}",
+                field=first.field,
+            )
+        results = self._store.materialize(valid)
+        written = sum(1 for r in results if r)
+        MATERIALIZED.labels("written").inc(written)
+        MATERIALIZED.labels("stale").inc(len(results) - written)
+
+
+def dead_letter_invalid(error: Exception, attempt: int) -> ErrorAction:
+    """Invalid events go to the DLQ at once; anything else is retried (nothing skipped)."""
+    return ErrorAction.DEAD_LETTER if isinstance(error, InvalidArgument) else ErrorAction.RETRY

@@ -1,0 +1,1 @@
+"""The ingest service: validates events against the spec and publishes them to Kafka."""
