@@ -1,0 +1,118 @@
+"""``flywheel up | down | status``: the whole mesh, infrastructure plus the five services."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from flywheel.commands import CommandError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    up = subparsers.add_parser(
+        "up",
+        help="start Kafka, Redis and the five services; wait until they serve",
+        description="Starts the local Kafka broker and Redis (or uses FLYWHEEL_KAFKA_BOOTSTRAP / "
+        "FLYWHEEL_REDIS_URL), creates the topics, then runs each service as a detached "
+        "process (logs in $FLYWHEEL_HOME/logs, state in $FLYWHEEL_HOME/mesh.json; "
+        "FLYWHEEL_HOME defaults to ./.flywheel) and returns once all answer SERVING.",
+    )
+    up.add_argument("--free-ports", action="store_true",
+                    help="pick free ports instead of the defaults 50051-50055 / 9201-9205")
+    up.add_argument("--namespace", help="prefix of topics, groups and keys (FLYWHEEL_NAMESPACE)")
+    up.add_argument("--timeout", type=float, default=120.0,
+                    help="seconds each start stage may take (default 120)")
+    _add_json(up)
+    up.set_defaults(handler=_up)
+
+    down = subparsers.add_parser("down", help="stop what `flywheel up` started")
+    _add_json(down)
+    down.set_defaults(handler=_down)
+
+    status = subparsers.add_parser("status", help="each service's address, pid and health")
+    _add_json(status)
+    status.set_defaults(handler=_status)
+
+
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+@contextmanager
+def _mesh_errors() -> Iterator[None]:
+    from flywheel.mesh import MeshError
+
+    try:
+        yield
+    except MeshError as exc:
+        raise CommandError(str(exc), detail=exc.detail) from None
+    except ValueError as exc:  # a malformed FLYWHEEL_* variable
+        raise CommandError(str(exc)) from None
+
+
+def _mesh(**settings):
+    from flywheel.mesh import Mesh
+    from flywheel.mesh.settings import MeshSettings
+
+    return Mesh(MeshSettings.from_env(**settings))
+
+
+def _progress(line: str) -> None:
+    # Progress goes to stderr, so that stdout holds only the result (one JSON line with --json).
+    print(line, file=sys.stderr, flush=True)
+
+
+def _up(args: argparse.Namespace) -> int:
+    with _mesh_errors():
+        mesh = _mesh(free_ports=args.free_ports, namespace=args.namespace,
+                     start_timeout_s=args.timeout)
+        mesh.up(report=_progress)
+        status = mesh.status()
+    _print_status(status.to_json(), args.json)
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    with _mesh_errors():
+        state = _mesh().down(report=_progress)
+    payload = {
+        "stopped": sorted(state.services) if state else [],
+        "pids": {name: s.pid for name, s in state.services.items()} if state else {},
+        "infra_stopped": state.infra_started if state else [],
+    }
+    if args.json:
+        print(json.dumps(payload, sort_keys=True))
+    elif state is None:
+        print("nothing to stop: no mesh state found (was `flywheel up` run here?)")
+    else:
+        print("the mesh is down")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    with _mesh_errors():
+        status = _mesh().status()
+    _print_status(status.to_json(), args.json)
+    if status.state is None:
+        return 3
+    return 0 if all(s.running for s in status.services) else 3
+
+
+def _print_status(payload: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(payload, sort_keys=True))
+        return
+    if not payload["up"]:
+        print("the mesh is not up (no state file); run `flywheel up`")
+        return
+    print(f"namespace {payload['namespace'] or '(none)'}   kafka {payload['kafka_bootstrap']}   "
+          f"redis {payload['redis_url']}")
+    print(f"registry  {payload['registry_uri']}")
+    print(f"{'service':<10} {'address':<22} {'pid':>7}  {'health':<12} log")
+    for service in payload["services"]:
+        pid = service["pid"] if service["running"] else "-"
+        print(f"{service['name']:<10} {service['address']:<22} {pid:>7}  "
+              f"{service['health']:<12} {service['log']}")

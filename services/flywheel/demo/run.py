@@ -1,0 +1,474 @@
+"""The drift demo against a running mesh, through its public gRPC APIs only.
+
+Four actors share one event loop: an event producer streaming customers through
+``IngestStream``; an application calling ``Predict`` for each customer once it arrived; the
+world sending the ground truth back through ``RecordFeedbackBatch`` after a delay (some labels
+flipped, some never sent); and a progress line. Midway the hidden concept drifts. The mesh's
+training service notices the accuracy drop on the joined labels, retrains, gates and promotes;
+inference hot-swaps; the application only sees ``model_version`` change in its answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from flywheel.demo import analysis
+from flywheel.demo.audit import chunks, read_labeled
+from flywheel.demo.clients import MeshClients, MeshEndpoints, feedback_request
+from flywheel.demo.plot import accuracy_plot
+from flywheel.demo.progress import ProgressLine
+from flywheel.demo.scenario import (
+    ENTITY_TYPE,
+    FEATURE_NAMES,
+    MODEL,
+    Customer,
+    Pacer,
+    ScenarioConfig,
+    World,
+)
+from flywheel.v1 import common_pb2, events_pb2, ingest_pb2, prediction_pb2
+
+log = logging.getLogger("flywheel.demo")
+
+TICK_S = 0.1
+STREAM_S = 2.0  # one IngestStream call carries this many seconds of customers
+RETRY_S = 0.2  # a customer not in the store yet is asked for again after this
+MATERIALIZE_TIMEOUT_S = 20.0  # ...until this long after it was sent
+MAX_PREDICT_IDS = 512
+MAX_FEEDBACK = 500
+ROLLING_S = 5.0
+
+
+class DemoError(Exception):
+    """The mesh is not in a state the demo can run against (named in the message)."""
+
+
+@dataclass
+class _Waiting:
+    customer: Customer
+    entity_id: str
+    sent_at: float
+    next_try: float
+
+
+@dataclass
+class _Tally:
+    events_sent: int = 0
+    events_accepted: int = 0
+    events_rejected: int = 0
+    ingest_errors: int = 0
+    predictions: int = 0
+    predict_errors: int = 0
+    unmaterialized: list[str] = field(default_factory=list)
+    labels_sent: int = 0
+    labels_accepted: int = 0
+    labels_rejected: int = 0
+    labels_withheld: int = 0
+    feedback_errors: int = 0
+    rejection_samples: list[str] = field(default_factory=list)
+
+
+class DemoRun:
+    def __init__(
+        self,
+        config: ScenarioConfig,
+        endpoints: MeshEndpoints,
+        out_dir: Path,
+        progress: ProgressLine | None = None,
+        ready_timeout_s: float = 90.0,
+        audit_timeout_s: float = 45.0,
+    ) -> None:
+        self.config = config
+        self.endpoints = endpoints
+        self.out_dir = out_dir
+        self.progress = progress or ProgressLine()
+        self.ready_timeout_s = ready_timeout_s
+        self.audit_timeout_s = audit_timeout_s
+        self.world = World(config)
+        self.tally = _Tally()
+        self.run_tag = secrets.token_hex(3)
+        self._waiting: list[_Waiting] = []
+        self._rejected_ids: set[str] = set()
+        self._accepted_ids: list[str] = []
+        self._due_feedback: list[tuple[float, int, str, int]] = []
+        self._feedback_accepted: list[str] = []
+        self._scored: list[analysis.Scored] = []
+        self._recent: deque[analysis.Scored] = deque()
+        self._version = 0
+        self._producing = True
+        self._predicting = True
+        self._start = 0.0
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self._start
+
+    # -- the run -------------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        await asyncio.to_thread(self._check_mesh)
+        async with MeshClients(self.endpoints) as clients:
+            seed_version, seed_accuracy = await self._cold_start(clients)
+            started_ms = int(time.time() * 1000)
+            self._start = time.monotonic()
+            self._version = seed_version
+            actors = [
+                asyncio.create_task(self._produce(clients), name="producer"),
+                asyncio.create_task(self._apply(clients), name="application"),
+                asyncio.create_task(self._feed_back(clients), name="feedback"),
+                asyncio.create_task(self._show_progress(), name="progress"),
+            ]
+            try:
+                await actors[0]
+                self._producing = False
+                await actors[1]
+                self._predicting = False
+                await actors[2]
+            finally:
+                for task in actors:
+                    task.cancel()
+                await asyncio.gather(*actors, return_exceptions=True)
+                self.progress.close()
+            end = self._elapsed()
+            self.progress.note("auditing: every accepted event in the store, every accepted label joined")
+            lost_events = await self._audit_events(clients)
+            labels = await asyncio.to_thread(
+                read_labeled, self.endpoints.kafka_bootstrap, self.endpoints.namespace,
+                self._feedback_accepted, self.audit_timeout_s,
+            )
+            versions = await self._versions(clients, started_ms, seed_version)
+        return self._report(end, seed_version, seed_accuracy, lost_events, labels, versions)
+
+    def _check_mesh(self) -> None:
+        """Every service answers its health check; all but inference (which may wait for
+        its first model) are SERVING. Fails fast, naming the first one that is not."""
+        from flywheel.common.grpc.client import health_status
+
+        for name, target in self.endpoints.grpc.items():
+            status = health_status(target, timeout_s=3.0)
+            if status == "SERVING" or (name == "inference" and status == "NOT_SERVING"):
+                continue
+            raise DemoError(f"{name} at {target} is {status}: start the mesh with `flywheel up`")
+
+    async def _cold_start(self, clients: MeshClients) -> tuple[int, float]:
+        """Seed model -> registry (bring your own model) -> champion -> loaded by inference."""
+        from flywheel.demo.register import RegistrationError, register_seed
+
+        features, labels = self.world.seed_set()
+        self.progress.note(f"cold start: training the seed model on {len(labels)} labeled customers")
+        try:
+            version, accuracy = await asyncio.to_thread(
+                register_seed, self.endpoints, features, labels, self.config.seed, self.out_dir
+            )
+        except RegistrationError as exc:
+            raise DemoError(str(exc)) from None
+        try:
+            await clients.promote(MODEL, version, "demo: seed model (bring your own model)")
+        except grpc.aio.AioRpcError as exc:
+            raise DemoError(f"promoting seed version {version}: {exc.code().name}: {exc.details()}") from None
+        deadline = time.monotonic() + self.ready_timeout_s
+        while not await clients.model_ready(MODEL, version):
+            if time.monotonic() > deadline:
+                raise DemoError(
+                    f"inference did not load {MODEL} v{version} within {self.ready_timeout_s:.0f}s "
+                    f"(is the inference service at {self.endpoints.grpc['inference']} up?)"
+                )
+            await asyncio.sleep(0.25)
+        self.progress.note(f"seed model {MODEL} v{version} serving (holdout accuracy {accuracy:.3f})")
+        return version, accuracy
+
+    async def _produce(self, clients: MeshClients) -> None:
+        pacer = Pacer(self.config.rate)
+        drift_noted = False
+        while self._elapsed() < self.config.duration_s:
+            stream_end = min(self._elapsed() + STREAM_S, self.config.duration_s)
+            sent: list[str] = []
+
+            async def batches():
+                nonlocal drift_noted
+                while (now := self._elapsed()) < stream_end:
+                    count = pacer.due(now)
+                    if count:
+                        drifted = now >= self.config.drift_at_s
+                        if drifted and not drift_noted:
+                            drift_noted = True
+                            self.progress.note(f"t={now:6.1f}s  the hidden concept drifts")
+                        yield ingest_pb2.IngestStreamRequest(events=self._events(count, drifted, sent))
+                    await asyncio.sleep(TICK_S)
+
+            try:
+                response = await clients.ingest_stream(batches(), deadline_s=STREAM_S + 15.0)
+            except grpc.aio.AioRpcError as exc:
+                # Accepted or not is unknown: these ids are neither counted nor audited.
+                self.tally.ingest_errors += 1
+                self._rejected_ids.update(sent)
+                log.warning("IngestStream failed: %s %s", exc.code().name, exc.details())
+                continue
+            rejected = {sent[r.index] for r in response.rejections if 0 <= r.index < len(sent)}
+            for rejection in list(response.rejections)[:3]:
+                self._sample(f"ingest rejected {rejection.field}: {rejection.reason}")
+            self._rejected_ids.update(rejected)
+            self.tally.events_rejected += len(rejected)
+            self.tally.events_accepted += len(sent) - len(rejected)
+            self._accepted_ids.extend(eid for eid in sent if eid not in rejected)
+
+    def _events(self, count: int, drifted: bool, sent: list[str]) -> list[events_pb2.Event]:
+        now = Timestamp()
+        now.GetCurrentTime()
+        events = []
+        for customer in self.world.customers(count, drifted):
+            entity_id = f"c{self.run_tag}-{customer.index:07d}"
+            values = {name: common_pb2.FeatureValue(double_value=float(v))
+                      for name, v in zip(FEATURE_NAMES, customer.features, strict=True)}
+            values["segment"] = common_pb2.FeatureValue(string_value=customer.segment)
+            values["visits"] = common_pb2.FeatureValue(int64_value=customer.visits)
+            events.append(events_pb2.Event(
+                event_id=f"{entity_id}-0", entity_type=ENTITY_TYPE, entity_id=entity_id,
+                event_time=now, features=values,
+            ))
+            sent.append(entity_id)
+            elapsed = self._elapsed()
+            self._waiting.append(_Waiting(customer, entity_id, elapsed, elapsed + RETRY_S))
+        self.tally.events_sent += count
+        return events
+
+    async def _apply(self, clients: MeshClients) -> None:
+        """The application: a prediction for every customer as soon as the store has it."""
+        while self._producing or self._waiting:
+            now = self._elapsed()
+            due = [w for w in self._waiting if w.next_try <= now and w.entity_id not in self._rejected_ids]
+            keep = [w for w in self._waiting if w.next_try > now and w.entity_id not in self._rejected_ids]
+            self._waiting = keep + due[MAX_PREDICT_IDS:]
+            due = due[:MAX_PREDICT_IDS]
+            if due:
+                await self._predict(clients, due)
+            await asyncio.sleep(TICK_S)
+
+    async def _predict(self, clients: MeshClients, due: list[_Waiting]) -> None:
+        try:
+            response = await clients.predict(MODEL, [w.entity_id for w in due])
+        except grpc.aio.AioRpcError as exc:
+            self.tally.predict_errors += 1
+            self._sample(f"Predict failed: {exc.code().name}: {exc.details()}")
+            for waiting in due:
+                waiting.next_try = self._elapsed() + 0.5
+            self._waiting.extend(due)
+            return
+        now = self._elapsed()
+        if response.model_version != self._version:
+            self.progress.note(
+                f"t={now:6.1f}s  {MODEL} v{response.model_version} now serving (was v{self._version})"
+            )
+            self._version = response.model_version
+        by_id = {w.entity_id: w for w in due}
+        for row in response.predictions:
+            waiting = by_id.pop(row.entity_id, None)
+            if waiting is None:
+                continue
+            if row.status == prediction_pb2.ROW_STATUS_OK:
+                self._scored_prediction(now, response.model_version, waiting, row)
+            elif now - waiting.sent_at > MATERIALIZE_TIMEOUT_S:
+                self.tally.unmaterialized.append(waiting.entity_id)
+            else:
+                waiting.next_try = now + RETRY_S
+                self._waiting.append(waiting)
+        self._waiting.extend(by_id.values())  # rows the answer left out: ask again
+
+    def _scored_prediction(self, now: float, version: int, waiting: _Waiting, row) -> None:
+        customer = waiting.customer
+        scored = analysis.Scored(now, version, row.output.predicted_class == customer.label)
+        self._scored.append(scored)
+        self._recent.append(scored)
+        self.tally.predictions += 1
+        if customer.label_arrives:
+            due = now + customer.label_delay_s
+            heapq.heappush(self._due_feedback, (due, customer.index, row.prediction_id, customer.label))
+        else:
+            self.tally.labels_withheld += 1
+
+    async def _feed_back(self, clients: MeshClients) -> None:
+        """The world: ground truth for each prediction, once its delay has passed."""
+        while self._predicting or self._due_feedback:
+            now = self._elapsed()
+            batch = []
+            while self._due_feedback and self._due_feedback[0][0] <= now and len(batch) < MAX_FEEDBACK:
+                batch.append(heapq.heappop(self._due_feedback))
+            if batch:
+                await self._send_feedback(clients, batch)
+            await asyncio.sleep(TICK_S)
+
+    async def _send_feedback(self, clients: MeshClients, batch: list[tuple[float, int, str, int]]) -> None:
+        try:
+            response = await clients.record_feedback(
+                [feedback_request(pid, label) for _, _, pid, label in batch]
+            )
+        except grpc.aio.AioRpcError as exc:
+            self.tally.feedback_errors += 1
+            self._sample(f"RecordFeedbackBatch failed: {exc.code().name}: {exc.details()}")
+            retry_at = self._elapsed() + 0.5
+            for _, index, pid, label in batch:  # same idempotency keys: a retry is no duplicate
+                heapq.heappush(self._due_feedback, (retry_at, index, pid, label))
+            return
+        rejected = {r.index for r in response.rejections}
+        for rejection in list(response.rejections)[:3]:
+            self._sample(f"feedback rejected {rejection.field}: {rejection.reason}")
+        self.tally.labels_sent += len(batch)
+        self.tally.labels_rejected += len(rejected)
+        for position, (_, _, pid, _) in enumerate(batch):
+            if position not in rejected:
+                self._feedback_accepted.append(pid)
+        self.tally.labels_accepted = len(self._feedback_accepted)
+
+    async def _show_progress(self) -> None:
+        while True:
+            now = self._elapsed()
+            while self._recent and self._recent[0].t < now - ROLLING_S:
+                self._recent.popleft()
+            rolling = (sum(s.correct for s in self._recent) / len(self._recent)) if self._recent else 0.0
+            drift = self.config.drift_at_s - now
+            phase = f"drift in {drift:4.0f}s" if drift > 0 else f"drifted {-drift:4.0f}s ago"
+            t = self.tally
+            self.progress.update(
+                f"t={now:6.1f}s  events {t.events_sent:>6}  predictions {t.predictions:>6}  "
+                f"labels {t.labels_accepted:>6}  {MODEL} v{self._version}  "
+                f"accuracy {rolling:5.3f}  {phase}"
+            )
+            await asyncio.sleep(0.5)
+
+    # -- after the run ---------------------------------------------------------------------
+
+    async def _audit_events(self, clients: MeshClients) -> list[str]:
+        """Accepted customers the feature store cannot return."""
+        missing: list[str] = []
+        for chunk in chunks(self._accepted_ids):
+            response = await clients.online_features(ENTITY_TYPE, chunk, FEATURE_NAMES[:1])
+            found = {e.entity_id for e in response.entities if e.status == 1}  # FEATURE_STATUS_FOUND
+            missing.extend(eid for eid in chunk if eid not in found)
+        return missing
+
+    async def _versions(self, clients: MeshClients, started_ms: int, seed: int) -> dict[str, Any]:
+        """What the training service did during the run: candidates, gates, promotions."""
+        listing = await clients.list_versions(MODEL)
+        served = {v for _, v in analysis.version_changes(self._scored)}
+        candidates = []
+        for version in listing.versions:
+            if version.version == seed or version.created_at_unix_ms < started_ms:
+                continue
+            entry: dict[str, Any] = {
+                "version": version.version,
+                "run_id": version.lineage.training_run_id,
+                "parent_version": version.lineage.parent_version,
+                "training_examples": version.lineage.training_examples,
+                "aliases": list(version.aliases),
+            }
+            if version.lineage.training_run_id:
+                try:
+                    run = await clients.training_run(version.lineage.training_run_id)
+                except grpc.aio.AioRpcError:
+                    run = None
+                if run is not None:
+                    entry.update(
+                        trigger=run.trigger_reason,
+                        promoted=run.promoted or version.version in served,
+                        gate={"passed": run.gate.passed, "metric": run.gate.metric,
+                              "candidate": round(run.gate.candidate, 4),
+                              "champion": round(run.gate.champion, 4),
+                              "holdout": run.gate.holdout_size, "decision": run.gate.decision},
+                    )
+            entry.setdefault("promoted", version.version in served)
+            candidates.append(entry)
+        promoted = [c for c in candidates if c["promoted"]]
+        worse = [c["version"] for c in promoted
+                 if "gate" in c and c["gate"]["candidate"] < c["gate"]["champion"]]
+        return {
+            "candidates": candidates,
+            "promoted": sorted(c["version"] for c in promoted),
+            "refused": sorted(c["version"] for c in candidates if not c["promoted"]),
+            "worse_promotions": worse,
+            "champion": dict(listing.aliases).get("champion", 0),
+        }
+
+    def _report(self, end: float, seed_version: int, seed_accuracy: float,
+                lost_events: list[str], labels, versions: dict[str, Any]) -> dict[str, Any]:
+        cfg, tally = self.config, self.tally
+        scored = sorted(self._scored, key=lambda s: s.t)
+        recovery = analysis.recovery(scored, cfg.drift_at_s, end, window_s=ROLLING_S)
+        changes = analysis.version_changes(scored)
+        promoted_after_drift = [v for t, v in changes if t >= cfg.drift_at_s]
+        title = (f"Flywheel Mesh drift demo (seed {cfg.seed}, {cfg.rate:.0f} customers/s): "
+                 f"recovered in {recovery.seconds_to_recover}s" if recovery.recovered
+                 else f"Flywheel Mesh drift demo (seed {cfg.seed}): not recovered")
+        plot = accuracy_plot(
+            self.out_dir / "accuracy.png",
+            analysis.rolling(scored, ROLLING_S, 0.5, end),
+            cfg.drift_at_s, changes, recovery.target, title,
+        )
+        lost_labels = labels.missing
+        lost = len(lost_events) + len(lost_labels)
+        ok = (
+            recovery.recovered and recovery.seconds_to_recover <= 60.0
+            and lost == 0 and not versions["worse_promotions"] and bool(promoted_after_drift)
+        )
+
+        def r(value: float | None) -> float | None:
+            return None if value is None else round(value, 4)
+
+        return {
+            "ok": ok,
+            "accuracy_before_drift": r(recovery.accuracy_before),
+            "accuracy_after_drift": r(recovery.accuracy_dip),
+            "accuracy_recovered": r(recovery.accuracy_recovered),
+            "target_accuracy": r(recovery.target),
+            "recovered": recovery.recovered,
+            "seconds_to_recover": recovery.seconds_to_recover,
+            "versions_promoted": versions["promoted"],
+            "versions_refused": versions["refused"],
+            "worse_promotions": versions["worse_promotions"],
+            "versions_served": [v for _, v in changes],
+            "rollbacks": analysis.rollbacks(changes),
+            "version_changes": [{"t": round(t, 2), "version": v} for t, v in changes],
+            "seed_version": seed_version,
+            "seed_holdout_accuracy": round(seed_accuracy, 4),
+            "final_version": self._version,
+            "champion": versions["champion"],
+            "candidates": versions["candidates"],
+            "accuracy_by_version": {str(v): a for v, a in analysis.accuracy_by_version(scored).items()},
+            "events": tally.events_accepted,
+            "events_sent": tally.events_sent,
+            "events_rejected": tally.events_rejected,
+            "predictions": tally.predictions,
+            "labels": labels.expected,
+            "labels_joined": labels.found,
+            "labels_withheld": tally.labels_withheld,
+            "labels_rejected": tally.labels_rejected,
+            "duplicated_labels": labels.duplicated,
+            "lost": lost,
+            "lost_events": len(lost_events),
+            "lost_labels": len(lost_labels),
+            "lost_samples": (lost_events + lost_labels)[:5],
+            "unmaterialized": len(tally.unmaterialized),
+            "errors": {"ingest": tally.ingest_errors, "predict": tally.predict_errors,
+                       "feedback": tally.feedback_errors},
+            "notes": tally.rejection_samples,
+            "seed": cfg.seed,
+            "rate": cfg.rate,
+            "duration_s": cfg.duration_s,
+            "drift_at_s": cfg.drift_at_s,
+            "run_seconds": round(end, 2),
+            "plot": str(plot),
+        }
+
+    def _sample(self, text: str) -> None:
+        if len(self.tally.rejection_samples) < 10 and text not in self.tally.rejection_samples:
+            self.tally.rejection_samples.append(text)
+            log.warning(text)
