@@ -1,22 +1,13 @@
-"""`python -m flywheel.inference`: reads settings once, serves until SIGTERM/SIGINT."""
+"""`python -m flywheel.inference`: settings from FLYWHEEL_* and FLYWHEEL_INFERENCE_*; serves until
+SIGTERM."""
 
-from __future__ import annotations
-
-import asyncio
-
-from flywheel.common.grpc.server import run_until_signalled
-from flywheel.common.logging import configure_logging
-from flywheel.common.settings import CommonSettings
+from flywheel.common.service import run_service
 from flywheel.inference.app import InferenceApp
 from flywheel.inference.settings import InferenceSettings
 
 
 def main() -> None:
-    common = CommonSettings()
-    settings = InferenceSettings()
-    configure_logging("inference", common.log_level, common.log_json)
-    app = InferenceApp(common, settings)
-    asyncio.run(run_until_signalled(app.start, app.stop))
+    run_service("inference", InferenceSettings, InferenceApp)
 
 
 if __name__ == "__main__":

@@ -80,9 +80,18 @@ def command_line(pid: int) -> str | None:
     return out.split(None, 1)[1] if " " in out else ""
 
 
-def is_running(ref: ProcessRef) -> bool:
-    """True when ``ref.pid`` is alive and still the process that was started."""
+def is_running(ref: ProcessRef, exec_wait_s: float = 2.0) -> bool:
+    """True when ``ref.pid`` is alive and still the process that was started.
+
+    Right after a spawn the kernel shows an empty command line for a moment, while exec
+    completes: that is waited out (up to ``exec_wait_s``), so a process just started is never
+    taken for one that already exited.
+    """
+    deadline = time.monotonic() + exec_wait_s
     cmdline = command_line(ref.pid)
+    while cmdline == "" and time.monotonic() < deadline:
+        time.sleep(0.02)
+        cmdline = command_line(ref.pid)
     return cmdline is not None and ref.marker in cmdline
 
 

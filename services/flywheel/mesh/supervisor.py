@@ -314,15 +314,7 @@ def _ref(service: ServiceState) -> processes.ProcessRef:
 
 
 def _is_running(service: ServiceState) -> bool:
-    """Alive and still the process started (its marker in the command line). Right after a
-    spawn the kernel shows an empty command line for a moment, while exec completes: that is
-    waited out, so a process just started is never taken for one that already exited."""
-    deadline = time.monotonic() + 2.0
-    cmdline = processes.command_line(service.pid)
-    while cmdline == "" and time.monotonic() < deadline:
-        time.sleep(0.02)
-        cmdline = processes.command_line(service.pid)
-    return cmdline is not None and service.marker in cmdline
+    return processes.is_running(_ref(service))
 
 
 def _tail(service: ServiceState) -> str:

@@ -1,22 +1,13 @@
-"""`python -m flywheel.training`: reads settings once, runs the service until SIGTERM."""
+"""`python -m flywheel.training`: settings from FLYWHEEL_* and FLYWHEEL_TRAINING_*; serves until
+SIGTERM."""
 
-from __future__ import annotations
-
-import asyncio
-
-from flywheel.common.grpc.server import run_until_signalled
-from flywheel.common.logging import configure_logging
-from flywheel.common.settings import CommonSettings
+from flywheel.common.service import run_service
 from flywheel.training.app import TrainingApp
 from flywheel.training.settings import TrainingSettings
 
 
 def main() -> None:
-    common = CommonSettings()
-    settings = TrainingSettings()
-    configure_logging("training", common.log_level, common.log_json)
-    app = TrainingApp(common, settings)
-    asyncio.run(run_until_signalled(app.start, app.stop))
+    run_service("training", TrainingSettings, TrainingApp)
 
 
 if __name__ == "__main__":
