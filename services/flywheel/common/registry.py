@@ -24,6 +24,7 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from flywheel.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from flywheel.common.files import atomic_write
 from flywheel.v1 import common_pb2
 
 ARTIFACT = "model.onnx"
@@ -39,21 +40,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _check_name(name: str) -> str:
@@ -130,7 +116,7 @@ class ModelRegistry:
             target = folder / str(version)
             staging = Path(tempfile.mkdtemp(dir=folder, prefix=f".staging-{version}-"))
             try:
-                _atomic_write(staging / ARTIFACT, data)
+                atomic_write(staging / ARTIFACT, data)
                 meta = common_pb2.ModelVersion(
                     model_name=name,
                     version=version,
@@ -144,7 +130,7 @@ class ModelRegistry:
                     lineage=lineage,
                     created_at_unix_ms=int(time.time() * 1000),
                 )
-                _atomic_write(staging / METADATA, json_format.MessageToJson(meta).encode())
+                atomic_write(staging / METADATA, json_format.MessageToJson(meta).encode())
                 os.rename(staging, target)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -210,7 +196,7 @@ class ModelRegistry:
         return json.loads(path.read_text())
 
     def _write_alias_state(self, name: str, state: dict) -> None:
-        _atomic_write(self.root / name / ALIASES, json.dumps(state, indent=1).encode())
+        atomic_write(self.root / name / ALIASES, json.dumps(state, indent=1).encode())
 
     @contextlib.contextmanager
     def _lock(self, name: str) -> Iterator[None]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import struct
 import threading
 from collections.abc import Iterable
@@ -31,6 +30,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from flywheel.common.files import atomic_write
 from flywheel.features.online_store import StoredVector, Version
 
 log = logging.getLogger("flywheel.features.vectors")
@@ -226,7 +226,7 @@ class VectorIndex:
             index_bytes = faiss.serialize_index(self._index).tobytes()
         header["vectors_bytes"] = len(vectors)
         header_bytes = json.dumps(header).encode()
-        _atomic_write(path, [
+        atomic_write(path, [
             _MAGIC, _HEADER_LENGTH.pack(len(header_bytes)), header_bytes, vectors, index_bytes,
         ])
 
@@ -267,23 +267,3 @@ class VectorIndex:
             loaded._quantizer = ivf.quantizer
             ivf.nprobe = min(nprobe, ivf.nlist)
         return loaded
-
-
-def _atomic_write(path: Path, parts: list[bytes]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temp, "wb") as out:
-            for part in parts:
-                out.write(part)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    finally:
-        if temp.exists():
-            temp.unlink()
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

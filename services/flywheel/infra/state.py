@@ -7,11 +7,11 @@ reader never sees half of it.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from flywheel.common.files import atomic_write_json
 
 STATE_FORMAT = 1
 
@@ -79,16 +79,7 @@ class InfraState:
 
 def save_state(path: Path, state: InfraState) -> None:
     """Write ``state`` to ``path`` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(state.to_json(), handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_json(path, state.to_json())
 
 
 def load_state(path: Path) -> InfraState | None:

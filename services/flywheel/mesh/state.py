@@ -7,11 +7,11 @@ Written atomically after every process start, so an interrupted ``up`` can still
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from flywheel.common.files import atomic_write_json
 
 STATE_FORMAT = 1
 
@@ -71,16 +71,7 @@ class MeshState:
 
 
 def save(path: Path, state: MeshState) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".mesh-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(state.to_json(), handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_json(path, state.to_json())
 
 
 def load(path: Path) -> MeshState | None:

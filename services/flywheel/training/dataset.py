@@ -17,7 +17,6 @@ ranges alone reproduce it exactly.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from flywheel.common.files import atomic_write
 from flywheel.common.spec import ModelSpec
 from flywheel.v1 import common_pb2, events_pb2
 
@@ -151,17 +151,7 @@ class Dataset:
         table = pa.Table.from_pydict(
             {field.name: [t[i] for t in tuples] for i, field in enumerate(SCHEMA)}, schema=SCHEMA
         )
-        tmp = folder / f".{name}.tmp"
-        with open(tmp, "wb") as handle:
-            pq.write_table(table, handle, compression="zstd")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, folder / name)
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        atomic_write(folder / name, lambda handle: pq.write_table(table, handle, compression="zstd"))
 
     def _index(self, tuples: list[tuple]) -> None:
         by_model: dict[str, list[tuple]] = {}
