@@ -7,6 +7,10 @@ A module registers its subcommands on the argparse ``subparsers`` it is given an
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class CommandError(Exception):
     """A failure to report to the user as one line (plus optional indented detail)."""
@@ -15,3 +19,16 @@ class CommandError(Exception):
         super().__init__(message)
         self.detail = detail
         self.exit_code = exit_code
+
+
+def add_json_flag(parser: argparse.ArgumentParser, help: str = "print one JSON object") -> None:
+    parser.add_argument("--json", action="store_true", help=help)
+
+
+@contextmanager
+def reported(*error_types: type[Exception]) -> Iterator[None]:
+    """Turns the given domain errors (with an optional `.detail`) into a `CommandError`."""
+    try:
+        yield
+    except error_types as exc:
+        raise CommandError(str(exc), detail=getattr(exc, "detail", "") or "") from None

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
-from flywheel.commands import CommandError
+from flywheel.commands import add_json_flag, reported
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,34 +24,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--kafka-port", type=int, help="broker port (default: a free one)")
     up.add_argument("--redis-port", type=int, help="Redis port (default: a free one)")
     up.add_argument("--timeout", type=float, help="seconds to wait for readiness (default 120)")
-    _add_json(up)
+    add_json_flag(up)
     up.set_defaults(handler=_up)
 
     down = commands.add_parser("down", help="stop what `up` started")
-    _add_json(down)
+    add_json_flag(down)
     down.set_defaults(handler=_down)
 
     status = commands.add_parser("status", help="show addresses, pids and whether they answer")
-    _add_json(status)
+    add_json_flag(status)
     status.set_defaults(handler=_status)
 
     fetch = commands.add_parser("fetch", help="fetch the Kafka broker jars into the cache")
-    _add_json(fetch)
+    add_json_flag(fetch)
     fetch.set_defaults(handler=_fetch)
 
 
-def _add_json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-@contextmanager
-def _infra_errors() -> Iterator[None]:
+def _infra_errors():
     from flywheel.infra import InfraError
 
-    try:
-        yield
-    except InfraError as exc:
-        raise CommandError(str(exc), detail=exc.detail) from None
+    return reported(InfraError)
 
 
 def _local_infra():

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from flywheel.commands import CommandError
+from flywheel.commands import add_json_flag, reported
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,32 +23,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--namespace", help="prefix of topics, groups and keys (FLYWHEEL_NAMESPACE)")
     up.add_argument("--timeout", type=float, default=120.0,
                     help="seconds each start stage may take (default 120)")
-    _add_json(up)
+    add_json_flag(up)
     up.set_defaults(handler=_up)
 
     down = subparsers.add_parser("down", help="stop what `flywheel up` started")
-    _add_json(down)
+    add_json_flag(down)
     down.set_defaults(handler=_down)
 
     status = subparsers.add_parser("status", help="each service's address, pid and health")
-    _add_json(status)
+    add_json_flag(status)
     status.set_defaults(handler=_status)
 
 
-def _add_json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-@contextmanager
-def _mesh_errors() -> Iterator[None]:
+def _mesh_errors():
     from flywheel.mesh import MeshError
 
-    try:
-        yield
-    except MeshError as exc:
-        raise CommandError(str(exc), detail=exc.detail) from None
-    except ValueError as exc:  # a malformed FLYWHEEL_* variable
-        raise CommandError(str(exc)) from None
+    # ValueError: a malformed FLYWHEEL_* variable.
+    return reported(MeshError, ValueError)
 
 
 def _mesh(**settings):
