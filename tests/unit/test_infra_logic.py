@@ -31,6 +31,19 @@ def test_port_in_use_is_not_free():
         assert not port_is_free(sock.getsockname()[1])
 
 
+def test_a_port_whose_server_died_with_connections_in_time_wait_is_free():
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Kafka and Redis do
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()  # the server side closes first: its end stays in TIME_WAIT
+        client.close()
+    assert port_is_free(port)
+
+
 def test_resolve_ports_keeps_given_and_fills_the_rest():
     given = free_ports(1)[0]
     ports = resolve_ports({"kafka": given, "controller": None, "redis": None})

@@ -4,7 +4,8 @@ confluent-kafka producer loop with the same payloads and acks=all, in the same r
 The ingest service runs in-process on a fresh namespace. The client sends pre-serialized
 stream messages so that the figure is the server's (validation, event ids, publishing and
 waiting for every acknowledgement). The baseline produces the same serialized events, keyed
-the same way, with the producer settings of the services, and waits for every delivery
+the same way, with the same three headers ingest puts on every record (message type, request
+id, traceparent), with the producer settings of the services, and waits for every delivery
 report. Rounds alternate between the two; the best round of each is the headline.
 """
 
@@ -35,6 +36,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     from flywheel.bench._service import bench_common
     from flywheel.bench.workload import random_event
     from flywheel.common.grpc.client import aio_channel, wait_for_serving_async
+    from flywheel.common.kafka.headers import standard_headers
     from flywheel.common.kafka.topics import Topics
     from flywheel.ingest.app import IngestApp
     from flywheel.ingest.settings import IngestSettings
@@ -59,7 +61,9 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         event.event_id = f"{i:032x}"
         payloads.append((event.entity_id.encode(), event.SerializeToString()))
     payload_bytes = sum(len(v) for _, v in payloads) / count
-    topic = Topics(common.namespace).events.name
+    events_topic = Topics(common.namespace).events
+    topic = events_topic.name
+    headers = standard_headers(events_topic.type_name, request_id="bench-baseline")
 
     await app.start()
     channel = aio_channel(app.target)
@@ -102,7 +106,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             for key, value in payloads:
                 while True:
                     try:
-                        raw.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                        raw.produce(topic, value=value, key=key, headers=headers,
+                                    on_delivery=on_delivery)
                         break
                     except BufferError:
                         raw.poll(0.001)
@@ -126,7 +131,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         await app.stop()
     return report.result(
         "ingest", "events/s through IngestStream into Kafka (acks=all)",
-        max(ours_rates), max(baseline_rates), "raw confluent-kafka producer loop (acks=all)",
+        max(ours_rates), max(baseline_rates),
+        "raw confluent-kafka producer loop (acks=all, same payloads and headers)",
         0.5, "higher",
         events_per_round=count, events_per_message=batch, rounds=rounds,
         ours_rounds=ours_rates, baseline_rounds=baseline_rates,

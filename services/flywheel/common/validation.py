@@ -9,13 +9,12 @@ input; it only returns problems.
 The per-entity work (dtype per feature, allowed NaN, vector dimension) is done once in
 `EntityRules`, so the per-event cost is one pass over the event's features.
 
-Fast path: walking a protobuf map from python costs about a microsecond per entry, most of
-ingest's time. A caller that holds the event's serialized bytes anyway (ingest publishes
-them) passes them in; the features part of those bytes is then matched, in C, against one
-regular expression per entity type. It accepts only encodings that are certainly valid
-(each entry a known feature holding a value of its dtype, doubles finite where required,
-strings under 128 bytes); anything else, valid or not, falls back to the per-entry walk,
-which alone writes the problems.
+Fast paths: walking a protobuf map from python costs about a microsecond per entry. A caller
+that holds the event's serialized bytes passes them in; the features part of those bytes is
+then matched, in C, against the entity type's expression of certainly valid map entries
+(`flywheel.common.event_wire`); anything else, valid or not, falls back to the per-entry walk,
+which alone writes the problems. Ingest goes further and matches whole encoded events
+(`EntityRules.encoded_event`) without decoding them at all.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flywheel.common.errors import InvalidArgument
+from flywheel.common.event_wire import event_pattern, features_pattern
 from flywheel.common.spec import Dtype, EntitySpec, FlywheelSpec
 from flywheel.v1 import common_pb2, events_pb2
 
@@ -58,7 +58,7 @@ class EntityRules:
 
     __slots__ = (
         "entity", "name", "kinds", "finite_required", "dimension", "max_future_s",
-        "_fast_features",
+        "encoded_event", "_fast_features",
     )
 
     def __init__(self, entity: EntitySpec) -> None:
@@ -71,7 +71,9 @@ class EntityRules:
         )
         self.dimension = entity.vector.dimension if entity.vector else 0
         self.max_future_s = entity.max_future_seconds
-        self._fast_features = _features_pattern(entity)
+        self._fast_features = re.compile(features_pattern(entity), re.DOTALL)
+        # Whole encoded events that are certainly valid but for the time against "now".
+        self.encoded_event = event_pattern(entity)
 
     def features_certainly_valid(self, encoded_features: bytes) -> bool:
         """True only when the serialized map entries are all known features holding values
@@ -200,42 +202,6 @@ class EventValidator:
         if rules is None:
             self.spec.entity(entity_type)  # raises the right InvalidArgument
         return rules  # type: ignore[return-value]
-
-
-# -- the fast path's patterns -------------------------------------------------------------------
-# A map entry of Event.features (field 5) as upb writes it: tag 0x2a, entry length, key
-# (tag 0x0a, length, name), value (tag 0x12, length, FeatureValue). Names are identifiers
-# (the spec's pattern), so a name ends exactly at the value tag; every value alternative
-# consumes an exact number of bytes, so entries cannot be misaligned.
-
-# Eight little-endian bytes of a finite double: the exponent (top 11 bits) is not all ones.
-_FINITE_DOUBLE = rb".{6}(?:[\x00-\xef].|[\xf0-\xff][\x00-\x7e\x80-\xfe])"
-_SHORT_STRING = b"(?:" + b"|".join(
-    re.escape(bytes((length,))) + b".{%d}" % length for length in range(128)
-) + b")"
-_VALUE_PATTERNS = {
-    Dtype.DOUBLE: rb"\x12\x09\x09.{8}",
-    Dtype.INT64: rb"\x12.\x10[\x80-\xff]{0,9}[\x00-\x7f]",
-    Dtype.BOOL: rb"\x12\x02\x18[\x00\x01]",
-    Dtype.STRING: rb"\x12.\x22" + _SHORT_STRING,  # under 128 bytes
-}
-_FINITE_DOUBLE_VALUE = rb"\x12\x09\x09" + _FINITE_DOUBLE
-
-
-def _features_pattern(entity: EntitySpec) -> re.Pattern[bytes]:
-    """Any number of map entries, each naming a feature of the entity followed by a value
-    of its dtype. The names are literals, so the feature set is checked by the match."""
-    groups: dict[bytes, list[bytes]] = {}
-    for feature in entity.features:
-        if feature.dtype is Dtype.DOUBLE and not feature.allow_nan:
-            value = _FINITE_DOUBLE_VALUE
-        else:
-            value = _VALUE_PATTERNS[feature.dtype]
-        groups.setdefault(value, []).append(re.escape(feature.name.encode()))
-    alternatives = b"|".join(
-        b"(?:" + b"|".join(names) + b")" + value for value, names in groups.items()
-    )
-    return re.compile(rb"(?:\x2a.\x0a.(?:" + alternatives + b"))*", re.DOTALL)
 
 
 def _varint_size(n: int) -> int:

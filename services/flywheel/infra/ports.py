@@ -29,8 +29,14 @@ def free_port(host: str = LOOPBACK) -> int:
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
-    """True when nothing listens on ``host:port`` and it can be bound."""
+    """True when nothing listens on ``host:port`` and a server can bind it.
+
+    Binds with SO_REUSEADDR, as the broker and Redis do: connections of a server that just
+    died linger in TIME_WAIT on its port, which blocks a plain bind but not a server
+    restarting there (``LocalInfra.up`` after a crash, on the same port).
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -16,9 +16,8 @@ from flywheel.common.settings import CommonSettings
 from flywheel.common.spec import FlywheelSpec, load_spec
 from flywheel.common.validation import EventValidator
 from flywheel.ingest.core import Ingestor
-from flywheel.ingest.servicer import IngestServicer
+from flywheel.ingest.servicer import SERVICE, IngestServicer, add_to_server
 from flywheel.ingest.settings import IngestSettings
-from flywheel.v1 import ingest_pb2, ingest_pb2_grpc
 
 log = logging.getLogger("flywheel.ingest")
 
@@ -31,7 +30,7 @@ class IngestApp:
         self.settings = settings
         self.spec = spec or load_spec(common.spec_path)
         self.topics = Topics(common.namespace)
-        self.readiness = Readiness([ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name])
+        self.readiness = Readiness([SERVICE])
         self.server = GrpcServer(settings, self.readiness)
         self.producer: Producer | None = None
         self.port = 0
@@ -57,11 +56,7 @@ class IngestApp:
             max_reported_rejections=self.settings.max_reported_rejections,
         )
         servicer = IngestServicer(ingestor, self.common.kafka_timeout_s, self.settings.ack_margin_s)
-        self.server.add_service(
-            ingest_pb2_grpc.add_IngestServiceServicer_to_server,
-            servicer,
-            ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name,
-        )
+        self.server.add_service(add_to_server, servicer, SERVICE)
         self.readiness.add_check("kafka", lambda: self._kafka_ok)
         self._watch = asyncio.create_task(self._watch_kafka(), name="kafka-watch")
         self.metrics_port = start_metrics_server(self.settings.grpc_host, self.settings.metrics_port)

@@ -1,5 +1,11 @@
 """Ingest's domain: validate events, publish the good ones, answer once Kafka acknowledged.
 
+Requests come in encoded (an IngestRequest or IngestStreamRequest: field 1, repeated Event),
+and each event is screened as bytes: one regular expression per entity type recognizes a
+certainly valid event (`flywheel.common.event_wire`), whose bytes go to Kafka as they came.
+Only the others are decoded, walked field by field (which writes the problems) and encoded
+again, as every event once was.
+
 "Accepted" means durably acknowledged (the producer is idempotent with acks=all): a reply
 comes only after every delivery report of the events it counts. The wait is bounded by a
 budget the caller gives (its deadline less a margin), so a broker that is down gives
@@ -12,13 +18,15 @@ import asyncio
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from prometheus_client import Counter
 
 from flywheel.common.errors import InvalidArgument, Unavailable
+from flywheel.common.event_wire import seconds_ceiling, split_repeated
 from flywheel.common.kafka.headers import standard_headers
 from flywheel.common.kafka.producer import Producer
 from flywheel.common.kafka.topics import Topic
@@ -97,79 +105,112 @@ class Ingestor:
         self._max_in_flight = max_in_flight_events
         self._max_rejections = max_reported_rejections
 
-    def _validate(
-        self, events: Sequence[events_pb2.Event], first_index: int, outcome: Outcome,
-        keep_ids: bool,
-    ) -> list[tuple[str, bytes]]:
-        """(entity id, encoded event) of the valid events, with event ids filled in;
-        rejections go into `outcome`, accepted event ids too when `keep_ids`."""
-        good: list[tuple[str, bytes]] = []
-        problems = self._validator.problems
-        now = time.time()
-        fresh_ids = _EventIds()
-        for offset, event in enumerate(events):
-            # Serialized once: the fast validation path reads these bytes, Kafka gets them.
-            encoded = event.SerializeToString()
-            found = problems(event, now, encoded)
-            if found:
-                problem = found[0]
-                REJECTED.labels(problem.code).inc()
-                if len(outcome.rejections) < self._max_rejections:
-                    outcome.rejections.append(
-                        Rejection(first_index + offset, event.event_id, problem)
-                    )
-                continue
-            event_id = event.event_id
-            if not event_id:
-                event_id = fresh_ids.next()
-                # Field 1 (event_id) was absent: prepending it is the encoding of the event
-                # with the id set, in the field order protobuf writes.
-                encoded = _EVENT_ID_TAG + event_id.encode() + encoded
-            if keep_ids:
-                outcome.accepted_event_ids.append(event_id)
-            good.append((event.entity_id, encoded))
-        return good
-
-    def _publish(self, events: list[tuple[str, bytes]]) -> _Acknowledgements:
-        acks = _Acknowledgements(asyncio.get_running_loop(), len(events))
-        headers = standard_headers(self._topic.type_name)
-        produce, topic = self._producer.produce_raw, self._topic.name
-        sent = 0
+    def _screen(
+        self, message: bytes, first_index: int, outcome: Outcome, keep_ids: bool
+    ) -> tuple[list[tuple[bytes, bytes]], int]:
+        """(key, value) of the valid events of one encoded request message with event ids
+        filled in, and how many events it held; rejections go into `outcome`, accepted event
+        ids too when `keep_ids`."""
         try:
-            for key, value in events:
-                produce(topic, key, value, headers, acks)
-                sent += 1
-        finally:
-            if sent < len(events):
-                # Those never queued will never report; count them off so the future settles.
-                for _ in range(len(events) - sent):
-                    acks(_NotQueued(), None)
+            spans = split_repeated(message)
+        except ValueError as error:
+            raise InvalidArgument(f"events: the request is not a valid encoding ({error})",
+                                  field="events") from None
+        now = time.time()
+        screens = [
+            (rules.encoded_event.fullmatch, seconds_ceiling(now + rules.max_future_s))
+            for rules in self._validator.rules.values()
+        ]
+        fresh_ids = _fresh_event_ids(len(spans))
+        good: list[tuple[bytes, bytes]] = []
+        accepted_ids = outcome.accepted_event_ids
+        for number, (start, end) in enumerate(spans):
+            record = None
+            for fullmatch, ceiling in screens:
+                match = fullmatch(message, start, end)
+                if match is None:
+                    continue
+                key, seconds = match.group("key", "seconds")
+                if seconds[::-1] <= ceiling:  # else too far ahead: the walk says so
+                    if message[start] == _EVENT_ID_TAG[0]:
+                        value = message[start:end]
+                        event_id = value[2:2 + value[1]]
+                    else:
+                        # Field 1 was absent: prepended, it is where an encoder writes it.
+                        event_id = fresh_ids[32 * number:32 * number + 32]
+                        value = _EVENT_ID_TAG + event_id + message[start:end]
+                    if keep_ids:
+                        accepted_ids.append(event_id.decode())
+                    record = (key[1:], value)
+                break
+            if record is None:
+                fresh_id = fresh_ids[32 * number:32 * number + 32].decode()
+                record = self._walk(
+                    message[start:end], first_index + number, now, outcome, fresh_id, keep_ids
+                )
+                if record is None:
+                    continue
+            good.append(record)
+        return good, len(spans)
+
+    def _walk(
+        self, encoded: bytes, index: int, now: float, outcome: Outcome, fresh_id: str,
+        keep_ids: bool,
+    ) -> tuple[bytes, bytes] | None:
+        """The slow path of one event: decoded, every field checked, encoded again."""
+        try:
+            event = events_pb2.Event.FromString(encoded)
+        except DecodeError:
+            self._reject(outcome, index, "", Problem(
+                "event", "not a valid flywheel.v1.Event encoding", "malformed_event"
+            ))
+            return None
+        found = self._validator.problems(event, now)
+        if found:
+            self._reject(outcome, index, event.event_id, found[0])
+            return None
+        if not event.event_id:
+            event.event_id = fresh_id
+        if keep_ids:
+            outcome.accepted_event_ids.append(event.event_id)
+        return event.entity_id.encode(), event.SerializeToString()
+
+    def _reject(self, outcome: Outcome, index: int, event_id: str, problem: Problem) -> None:
+        REJECTED.labels(problem.code).inc()
+        if len(outcome.rejections) < self._max_rejections:
+            outcome.rejections.append(Rejection(index, event_id, problem))
+
+    def _publish(self, records: list[tuple[bytes, bytes]]) -> _Acknowledgements:
+        acks = _Acknowledgements(asyncio.get_running_loop(), len(records))
+        # Every record gets one delivery report, those never queued too (then this raises).
+        self._producer.produce_all(
+            self._topic.name, records, standard_headers(self._topic.type_name), acks
+        )
         return acks
 
-    async def ingest(self, events: Sequence[events_pb2.Event], budget: Budget) -> Outcome:
-        if not events:
-            raise InvalidArgument("events is empty", field="events")
+    async def ingest(self, message: bytes, budget: Budget) -> Outcome:
+        """One encoded IngestRequest."""
         outcome = Outcome(batches=1)
-        good = self._validate(events, 0, outcome, keep_ids=True)
+        good, count = self._screen(message, 0, outcome, keep_ids=True)
+        if not count:
+            raise InvalidArgument("events is empty", field="events")
         if good:
             await _wait(self._publish(good).future, budget)
         outcome.accepted = len(good)
         ACCEPTED.inc(len(good))
         return outcome
 
-    async def ingest_stream(
-        self, batches: AsyncIterator[Sequence[events_pb2.Event]], budget: Budget
-    ) -> Outcome:
-        """Publishes each stream message as it arrives; at most `max_in_flight_events`
+    async def ingest_stream(self, messages: AsyncIterator[bytes], budget: Budget) -> Outcome:
+        """Encoded IngestStreamRequests. Publishes each stream message as it arrives; at most `max_in_flight_events`
         unacknowledged events are held, so memory stays bounded whatever the stream's size."""
         outcome = Outcome()
         in_flight: deque[tuple[int, _Acknowledgements]] = deque()
         pending = 0
         seen = 0
-        async for events in batches:
+        async for message in messages:
             outcome.batches += 1
-            good = self._validate(events, seen, outcome, keep_ids=False)
-            seen += len(events)
+            good, count = self._screen(message, seen, outcome, keep_ids=False)
+            seen += count
             if good:
                 in_flight.append((len(good), self._publish(good)))
                 pending += len(good)
@@ -195,35 +236,23 @@ async def _wait(future: asyncio.Future[None], budget: Budget) -> None:
     try:
         await asyncio.wait_for(asyncio.shield(future), seconds)
     except TimeoutError:
+        # Its late outcome has no one left to hear it.
+        future.add_done_callback(lambda late: late.cancelled() or late.exception())
         raise Unavailable(
             f"Kafka did not acknowledge the events within {seconds:.1f}s; "
             "they may or may not be published (retry with the same event ids)"
         ) from None
 
 
-_EVENT_ID_TAG = b"\x0a\x20"  # Event.event_id (field 1, length-delimited), 32 bytes
+# Event.event_id: field 1, length-delimited (its tag byte), then the length of a fresh id.
+_EVENT_ID_TAG = b"\x0a\x20"
+_VERSION_4 = bytes((byte & 0x0F) | 0x40 for byte in range(256))
+_RFC_4122_VARIANT = bytes((byte & 0x3F) | 0x80 for byte in range(256))
 
 
-class _EventIds:
-    """uuid4 hex strings, drawing the randomness for many at once."""
-
-    __slots__ = ("_pool", "_at")
-
-    def __init__(self) -> None:
-        self._pool = b""
-        self._at = 0
-
-    def next(self) -> str:
-        if self._at >= len(self._pool):
-            self._pool = os.urandom(16 * 256)
-            self._at = 0
-        raw = bytearray(self._pool[self._at:self._at + 16])
-        self._at += 16
-        raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-        raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-        return raw.hex()
-
-
-class _NotQueued:
-    def str(self) -> str:  # noqa: A003 - mirrors KafkaError.str()
-        return "not queued"
+def _fresh_event_ids(count: int) -> bytes:
+    """`count` random (version 4) UUIDs as 32 hex digits each, back to back."""
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = raw[6::16].translate(_VERSION_4)
+    raw[8::16] = raw[8::16].translate(_RFC_4122_VARIANT)
+    return raw.hex().encode()

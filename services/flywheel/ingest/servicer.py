@@ -1,4 +1,8 @@
-"""gRPC adapter of the ingest service: protobuf in, `Ingestor` call, protobuf out."""
+"""gRPC adapter of the ingest service: request bytes in, `Ingestor` call, protobuf out.
+
+Both methods take their requests undecoded (no request deserializer): the ingestor screens
+the encoded events and publishes their bytes as they came.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from flywheel.ingest.core import Ingestor, Outcome
-from flywheel.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc
+from flywheel.v1 import ingest_pb2, ingest_pb2_grpc
+
+SERVICE = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
 
 
 def budget_of(context: grpc.aio.ServicerContext, ceiling_s: float, margin_s: float) -> Callable[[], float]:
@@ -38,10 +44,11 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self._margin_s = margin_s
 
     async def Ingest(  # noqa: N802 - gRPC method name
-        self, request: ingest_pb2.IngestRequest, context: grpc.aio.ServicerContext
+        self, request: bytes, context: grpc.aio.ServicerContext
     ) -> ingest_pb2.IngestResponse:
+        """`request`: an encoded IngestRequest."""
         outcome = await self._ingestor.ingest(
-            request.events, budget_of(context, self._ack_timeout_s, self._margin_s)
+            request, budget_of(context, self._ack_timeout_s, self._margin_s)
         )
         return ingest_pb2.IngestResponse(
             accepted_count=outcome.accepted,
@@ -51,18 +58,33 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
     async def IngestStream(  # noqa: N802 - gRPC method name
         self,
-        request_iterator: AsyncIterator[ingest_pb2.IngestStreamRequest],
+        request_iterator: AsyncIterator[bytes],
         context: grpc.aio.ServicerContext,
     ) -> ingest_pb2.IngestStreamResponse:
-        async def batches() -> AsyncIterator[list[events_pb2.Event]]:
-            async for message in request_iterator:
-                yield message.events
-
+        """`request_iterator`: encoded IngestStreamRequests."""
         outcome = await self._ingestor.ingest_stream(
-            batches(), budget_of(context, self._ack_timeout_s, self._margin_s)
+            request_iterator, budget_of(context, self._ack_timeout_s, self._margin_s)
         )
         return ingest_pb2.IngestStreamResponse(
             accepted_count=outcome.accepted,
             rejections=_rejections(outcome),
             batches=outcome.batches,
         )
+
+
+def add_to_server(servicer: IngestServicer, server: grpc.aio.Server) -> None:
+    """Registers the service as the generated code would, but with undecoded requests."""
+    handlers = {
+        "Ingest": grpc.unary_unary_rpc_method_handler(
+            servicer.Ingest,
+            request_deserializer=None,
+            response_serializer=ingest_pb2.IngestResponse.SerializeToString,
+        ),
+        "IngestStream": grpc.stream_unary_rpc_method_handler(
+            servicer.IngestStream,
+            request_deserializer=None,
+            response_serializer=ingest_pb2.IngestStreamResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)

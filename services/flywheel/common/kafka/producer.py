@@ -11,6 +11,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +95,43 @@ class Producer:
             except KafkaException as error:
                 raise Unavailable(f"cannot produce to {topic}: {error}") from None
 
+    def produce_all(
+        self,
+        topic: str,
+        records: Sequence[tuple[bytes, bytes]],
+        headers: Headers,
+        on_delivery: Any,
+        queue_wait_s: float = 5.0,
+    ) -> None:
+        """Queues (key, value) records that share headers and a delivery callback, one call
+        into the client per record and nothing else. When the local queue stays full for
+        `queue_wait_s` without progress, or Kafka refuses, the records never queued are
+        reported failed to `on_delivery` at once (each record gets exactly one report), then
+        ResourceExhausted or Unavailable is raised."""
+        produce = self._producer.produce
+        queued = 0
+        deadline = time.monotonic() + queue_wait_s
+        try:
+            while queued < len(records):
+                before = queued
+                try:
+                    for index in range(queued, len(records)):
+                        key, value = records[index]
+                        produce(topic, value, key, on_delivery=on_delivery, headers=headers)
+                        queued += 1
+                except BufferError:
+                    now = time.monotonic()
+                    if queued > before:
+                        deadline = now + queue_wait_s
+                    elif now >= deadline:
+                        raise ResourceExhausted("producer queue is full; retry later") from None
+                    time.sleep(0.005)
+        except KafkaException as error:
+            raise Unavailable(f"cannot produce to {topic}: {error}") from None
+        finally:
+            for _ in range(len(records) - queued):
+                on_delivery(_NotQueued(), None)
+
     def produce(
         self,
         topic: Topic,
@@ -173,3 +211,10 @@ def _settle_future(
         future.set_exception(Unavailable(f"Kafka refused the record: {error.str()}"))
     else:
         future.set_result(Delivered(record.topic(), record.partition(), record.offset()))
+
+
+class _NotQueued:
+    """The delivery report of a record that never reached the client's queue."""
+
+    def str(self) -> str:  # noqa: A003 - mirrors KafkaError.str()
+        return "not queued"
