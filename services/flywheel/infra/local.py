@@ -157,7 +157,10 @@ class LocalInfra:
                             f"run `flywheel infra down` first to move it to {wanted[name]}"
                         )
                 else:
-                    current.pop(name, None)
+                    dead = current.pop(name, None)
+                    if dead is not None and dead.source == "local" and dead.pid:
+                        # Killed from outside: its threads may still hold the ports.
+                        processes.wait_exited(dead.pid)
                     to_start.append(name)
             started = self._start(to_start, wanted, current)
             state = InfraState(str(self.root), current, time.time())

@@ -95,6 +95,33 @@ def is_running(ref: ProcessRef, exec_wait_s: float = 2.0) -> bool:
     return cmdline is not None and ref.marker in cmdline
 
 
+def _has_live_threads(pid: int) -> bool:
+    """True while any thread of ``pid`` still runs. After SIGKILL a JVM's main thread shows as
+    a zombie while its other threads are still exiting and its sockets are still open."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for tid in tids:
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.rindex(")") + 2] not in "ZX":
+            return True
+    return False
+
+
+def wait_exited(pid: int, timeout: float = 10.0) -> bool:
+    """Waits until every thread of a dead (or dying) ``pid`` has exited; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while _has_live_threads(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def stop(ref: ProcessRef, timeout: float = 30.0) -> bool:
     """Stop the process with SIGTERM, then SIGKILL after ``timeout`` seconds.
 
@@ -127,7 +154,7 @@ def _wait_gone(ref: ProcessRef, timeout: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
-    return True
+    return wait_exited(ref.pid, max(deadline - time.monotonic(), 1.0))
 
 
 def tail(path: Path, lines: int = 30) -> str:
