@@ -371,7 +371,9 @@ def _measure_mlserver(args, work: Path, batching: tuple[int, float] | None, payl
 async def _echo(port: int) -> None:
     import grpc
 
-    def identity(request: bytes, context) -> bytes:
+    # A coroutine, as our handlers are: grpc.aio runs a plain function in its default thread
+    # pool, a hop per call that would make the echo (the limit) slower than it is.
+    async def identity(request: bytes, context) -> bytes:
         return request
 
     class Echo(grpc.GenericRpcHandler):

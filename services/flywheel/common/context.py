@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextvars
+import itertools
 import os
 import re
-import uuid
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 traceparent_var: contextvars.ContextVar[str] = contextvars.ContextVar("traceparent", default="")
@@ -13,8 +13,14 @@ traceparent_var: contextvars.ContextVar[str] = contextvars.ContextVar("tracepare
 _TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
+# Request ids minted here: 16 random hex digits per process, then a counter (32 hex digits in
+# all, like a uuid4 hex). Unique without a system call per request.
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 def new_traceparent() -> str:

@@ -73,6 +73,7 @@ class InferenceApp:
             max_queue_delay_us=self.settings.max_queue_delay_us,
             batchable=model.batchable,
             on_batch=BATCH_SIZE.labels(model.meta.model_name).observe,
+            inline_max_run_us=self.settings.inline_max_run_us,
         )
 
     async def start(self) -> None:
@@ -104,7 +105,8 @@ class InferenceApp:
         )
         self.feature_store = FeatureStoreClient(
             settings.feature_store_target, settings.feature_store_timeout_s,
-            settings.max_message_bytes,
+            settings.max_message_bytes, max_ids_per_call=settings.max_predict_rows,
+            max_calls_in_flight=settings.feature_store_calls_in_flight,
         )
         predictor = Predictor(
             self.store, self.feature_store.fetch, prediction_log, max_rows=settings.max_predict_rows

@@ -9,6 +9,7 @@ inputs (as Triton does) and typed contents otherwise.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -116,14 +117,14 @@ def _check_shape(tensor: oip.ModelInferRequest.InferInputTensor, spec: TensorSpe
 def _from_raw(name: str, data: bytes, spec: TensorSpec, shape: tuple) -> np.ndarray:
     if spec.dtype == np.object_:
         raise InvalidArgument(f"input {name!r}: BYTES tensors are not supported", field=name)
-    count = int(np.prod(shape))
+    count = math.prod(shape)
     expected = count * spec.dtype.itemsize
     if len(data) != expected:
         raise InvalidArgument(
             f"input {name!r}: {len(data)} raw bytes for shape {list(shape)} of "
             f"{spec.datatype} ({expected} expected)", field=name,
         )
-    return np.frombuffer(data, dtype=spec.dtype.newbyteorder("<")).reshape(shape)
+    return np.frombuffer(data, dtype=_little_endian(spec.dtype)).reshape(shape)
 
 
 def _from_contents(
@@ -136,7 +137,7 @@ def _from_contents(
             field=tensor.name,
         )
     values = getattr(tensor.contents, field)
-    count = int(np.prod(shape))
+    count = math.prod(shape)
     if len(values) != count:
         raise InvalidArgument(
             f"input {tensor.name!r}: {len(values)} values in contents.{field} for shape "
@@ -159,6 +160,17 @@ def _requested_outputs(request: oip.ModelInferRequest, signature: Signature) -> 
     return tuple(chosen)
 
 
+_LITTLE_ENDIAN: dict[np.dtype, np.dtype] = {}
+
+
+def _little_endian(dtype: np.dtype) -> np.dtype:
+    """The little-endian form of `dtype` (the wire order of raw contents), memoized."""
+    little = _LITTLE_ENDIAN.get(dtype)
+    if little is None:
+        little = _LITTLE_ENDIAN[dtype] = dtype.newbyteorder("<")
+    return little
+
+
 def encode_response(
     request: oip.ModelInferRequest,
     model_version: str,
@@ -166,19 +178,26 @@ def encode_response(
     decoded: DecodedRequest,
     outputs: Sequence[np.ndarray],
 ) -> oip.ModelInferResponse:
-    response = oip.ModelInferResponse(
-        model_name=request.model_name, model_version=model_version, id=request.id
-    )
+    tensors = []
+    raw_contents = []
     for index in decoded.outputs:
         spec = signature.outputs[index]
         array = outputs[index]
-        tensor = response.outputs.add(name=spec.name, datatype=spec.datatype, shape=array.shape)
         if decoded.raw:
-            response.raw_output_contents.append(array.astype(spec.dtype.newbyteorder("<"),
-                                                             copy=False).tobytes())
+            tensors.append(_OutputTensor(name=spec.name, datatype=spec.datatype, shape=array.shape))
+            little = _little_endian(spec.dtype)
+            raw_contents.append((array if array.dtype == little else array.astype(little)).tobytes())
         else:
+            tensor = _OutputTensor(name=spec.name, datatype=spec.datatype, shape=array.shape)
             getattr(tensor.contents, CONTENTS_FIELD[spec.datatype]).extend(array.ravel().tolist())
-    return response
+            tensors.append(tensor)
+    return oip.ModelInferResponse(
+        model_name=request.model_name, model_version=model_version, id=request.id,
+        outputs=tensors, raw_output_contents=raw_contents,
+    )
+
+
+_OutputTensor = oip.ModelInferResponse.InferOutputTensor
 
 
 def tensor_metadata(

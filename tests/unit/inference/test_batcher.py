@@ -99,3 +99,45 @@ async def test_zero_delay_still_coalesces_what_queued_during_a_run(executor):
     batcher = Batcher(model, executor, max_batch_size=64, max_queue_delay_us=0)
     await asyncio.gather(*(batcher.infer({"x": _rows(i, 1)}) for i in range(30)))
     assert sum(model.batches) == 30 and max(model.batches) > 1
+
+
+async def test_fast_runs_move_onto_the_loop_and_answer_the_same(executor):
+    import threading
+
+    threads: list[int] = []
+    model = RecordingModel()
+
+    def run(feeds):
+        threads.append(threading.get_ident())
+        return model(feeds)
+
+    batcher = Batcher(run, executor, max_batch_size=64, max_queue_delay_us=0,
+                      inline_max_run_us=50_000)
+    for i in range(12):  # calibration: the first runs of a size class use the worker thread
+        doubled, _ = await batcher.infer({"x": _rows(i, 1)})
+        np.testing.assert_array_equal(doubled, _rows(i, 1) * 2)
+    loop_thread = threading.get_ident()
+    assert threads[0] != loop_thread and threads[-1] == loop_thread
+    inputs = [_rows(i * 10, 1) for i in range(20)]
+    outputs = await asyncio.gather(*(batcher.infer({"x": x}) for x in inputs))
+    for x, (doubled, summed) in zip(inputs, outputs):
+        np.testing.assert_array_equal(doubled, x * 2)
+        np.testing.assert_array_equal(summed, x.sum(axis=1))
+
+
+async def test_slow_runs_stay_on_the_worker_thread(executor):
+    import threading
+    import time
+
+    threads: list[int] = []
+
+    def slow(feeds):
+        threads.append(threading.get_ident())
+        time.sleep(0.002)
+        return [feeds["x"] * 2]
+
+    batcher = Batcher(slow, executor, max_batch_size=64, max_queue_delay_us=0,
+                      inline_max_run_us=100)
+    for i in range(12):
+        await batcher.infer({"x": _rows(i, 1)})
+    assert threading.get_ident() not in threads

@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from flywheel.common.grpc.admission import Admission
 from flywheel.common.grpc.interceptors import ContextAndErrorsInterceptor
 from flywheel.common.grpc.readiness import Readiness
 from flywheel.common.settings import ServiceSettings
@@ -27,14 +28,16 @@ class GrpcServer:
         self._settings = settings
         self.readiness = readiness
         limit = settings.max_message_bytes
+        # The concurrency limit is ours, not grpc.aio's maximum_concurrent_rpcs (which refuses
+        # the first call after a burst even when idle; see admission.py).
+        self.admission = Admission(settings.max_concurrent_rpcs)
         self._server = grpc.aio.server(
-            interceptors=[ContextAndErrorsInterceptor()],
+            interceptors=[ContextAndErrorsInterceptor(self.admission)],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
                 ("grpc.so_reuseport", 0),
             ],
-            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
         self._service_names: list[str] = [
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
