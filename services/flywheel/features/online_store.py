@@ -78,31 +78,48 @@ return out
 # Returns, per key, its event time (false when absent) and its values framed as the repeated
 # `values` field of EntityFeatures (tag 0x1a, varint length, FeatureValue bytes; an empty
 # FeatureValue where the row lacks the feature). See flywheel.features.wire.
+# The tag-and-length prefix of each length is built once per call and reused, and each
+# entity's pieces go into one table joined by a single table.concat: no intermediate strings.
 READ_SCRIPT = """
-local function varint(n)
-  if n < 128 then return string.char(n) end
-  local parts = {}
-  while n >= 128 do
-    parts[#parts + 1] = string.char(n % 128 + 128)
-    n = math.floor(n / 128)
+local heads = {}
+local function head(n)
+  local parts = {'\\26'}
+  local m = n
+  while m >= 128 do
+    parts[#parts + 1] = string.char(m % 128 + 128)
+    m = math.floor(m / 128)
   end
-  parts[#parts + 1] = string.char(n)
-  return table.concat(parts)
+  parts[#parts + 1] = string.char(m)
+  local h = table.concat(parts)
+  heads[n] = h
+  return h
 end
+local empty = '\\26\\0'
+local n = #ARGV
+local hmget = {'HMGET', false, '@t'}
+for j = 1, n do hmget[j + 3] = ARGV[j] end
+local call = redis.call
 local out = {}
 for i, key in ipairs(KEYS) do
-  local values = redis.call('HMGET', key, '@t', unpack(ARGV))
-  if values[1] then
+  hmget[2] = key
+  local values = call(unpack(hmget))
+  local t = values[1]
+  if t then
     local parts = {}
-    for j = 2, #values do
+    local k = 0
+    for j = 2, n + 1 do
       local v = values[j]
       if v then
-        parts[j - 1] = '\\26' .. varint(#v) .. v
+        local len = #v
+        parts[k + 1] = heads[len] or head(len)
+        parts[k + 2] = v
+        k = k + 2
       else
-        parts[j - 1] = '\\26\\0'
+        k = k + 1
+        parts[k] = empty
       end
     end
-    out[2 * i - 1] = values[1]
+    out[2 * i - 1] = t
     out[2 * i] = table.concat(parts)
   else
     out[2 * i - 1] = false
