@@ -2,7 +2,9 @@
 p99 of a raw pipelined redis-py read of the same keys (one HMGET per entity, every feature),
 at the same concurrency, in the same run.
 
-The feature store runs in-process on a fresh namespace, loaded through WriteFeatures. Each
+The feature store runs as its own process (as deployed; `--in-process` runs it inside the
+bench's event loop instead, sharing the interpreter with the client) on a fresh namespace,
+loaded through WriteFeatures. Each
 measurement runs `concurrency` callers in a loop for `requests` calls in all; latencies are
 taken per call on the client. Headlines: p99(ours)/p99(redis) for 1 and 100 entities
 (target <= 3), and p99(100)/p99(1) of ours (target <= 3).
@@ -22,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--requests", type=int, default=3_000, help="calls per measurement")
     parser.add_argument("--concurrency", type=int, default=4, help="callers at once")
     parser.add_argument("--spec", default=None, help="spec file (default FLYWHEEL_SPEC_PATH)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the feature store inside the bench's process")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -57,9 +61,10 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     import redis.asyncio as aioredis
 
     from flywheel.bench import report
-    from flywheel.bench._service import bench_common
+    from flywheel.bench._service import ServiceProcess, bench_common
     from flywheel.bench.workload import random_event
     from flywheel.common.grpc.client import aio_channel, wait_for_serving_async
+    from flywheel.common.spec import load_spec
     from flywheel.features.app import FeaturesApp
     from flywheel.features.keys import KeySpace
     from flywheel.features.settings import FeaturesSettings
@@ -72,14 +77,19 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     import tempfile
 
     snapshots = tempfile.mkdtemp(prefix="flywheel-bench-features-")
-    app = FeaturesApp(common, FeaturesSettings(grpc_port=0, metrics_port=0,
-                                               snapshot_dir=snapshots))
-    entity = app.spec.entities[0]
+    in_process = getattr(args, "in_process", False)
+    if in_process:
+        app = FeaturesApp(common, FeaturesSettings(grpc_port=0, metrics_port=0,
+                                                   snapshot_dir=snapshots))
+    else:
+        app = ServiceProcess("features", common, {"snapshot_dir": snapshots})
+    entity = load_spec(common.spec_path).entities[0]
     names = entity.feature_names
     ids = [f"c{i:06d}" for i in range(entities)]
     rng = random.Random(3)
     now_ms = int(time.time() * 1000)
-    await app.start()
+    if in_process:
+        await app.start()
     channel = aio_channel(app.target)
     client = aioredis.Redis.from_url(common.redis_url)
     keys = KeySpace(common.redis_key_prefix)
@@ -123,7 +133,10 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await client.aclose()
         await channel.close()
-        await app.stop()
+        if in_process:
+            await app.stop()
+        else:
+            app.stop()
         import shutil
 
         shutil.rmtree(snapshots, ignore_errors=True)
@@ -145,6 +158,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     ]
     return report.combined(
         "features", results, entities=entities, requests=requests, concurrency=concurrency,
+        server="in-process" if in_process else "own process",
         features_per_entity=len(names), machine=report.machine(),
     )
 
