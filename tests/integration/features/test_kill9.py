@@ -22,32 +22,13 @@ from flywheel.common.kafka.topics import Topics
 from flywheel.common.spec import load_spec
 from flywheel.common.validation import EventValidator
 from flywheel.features.keys import ROW_EVENT_ID, ROW_RANK, ROW_TIME, VECTOR_VALUES, KeySpace
-from flywheel.features.online_store import Version, pack_vector, supersedes, version_of
+from flywheel.features.online_store import Version
 from flywheel.infra.ports import free_port
+from flywheel.testing.feature_reference import newest_wins
 from flywheel.v1 import events_pb2
 
 EVENTS = 20_000
 ENTITIES = 800
-
-
-def replay_reference(events: list[events_pb2.Event], validator: EventValidator) -> tuple[dict, dict]:
-    """The store a full replay gives: (row per entity, vector per entity), newer wins."""
-    rows: dict[str, tuple[Version, dict[str, bytes]]] = {}
-    vectors: dict[str, tuple[Version, bytes]] = {}
-    for event in events:
-        if validator.problems(event, now_s=time.time()):
-            continue
-        version = version_of(event)
-        row = rows.get(event.entity_id)
-        if supersedes(version, row[0] if row else None):
-            rows[event.entity_id] = (
-                version, {n: v.SerializeToString() for n, v in event.features.items()}
-            )
-        if event.HasField("vector"):
-            vector = vectors.get(event.entity_id)
-            if supersedes(version, vector[0] if vector else None):
-                vectors[event.entity_id] = (version, pack_vector(event.vector.values))
-    return rows, vectors
 
 
 def redis_state(client: redis.Redis, keys: KeySpace) -> tuple[dict, dict]:
@@ -161,9 +142,10 @@ def test_kill9_mid_stream_then_restart_equals_full_replay(
 
         second = start_features(env, tmp_path / "features-2.log")
         wait_for_serving(f"127.0.0.1:{port}", 60.0)
-        expected = replay_reference(
+        validator = EventValidator(load_spec(spec_path))
+        expected = newest_wins(
             read_topic(kafka_bootstrap, topics.events.name, topics.events.partitions),
-            EventValidator(load_spec(spec_path)),
+            accept=lambda event: not validator.problems(event, now_s=time.time()),
         )
         assert len(expected[0]) == ENTITIES
         deadline = time.monotonic() + 90

@@ -31,37 +31,15 @@ from flywheel.features.keys import (
 from flywheel.features.materializer import Materializer, dead_letter_invalid
 from flywheel.features.online_store import (
     OnlineStore,
-    Version,
-    pack_vector,
-    supersedes,
-    version_of,
 )
 from flywheel.features.vector_index import VectorIndex
+from flywheel.testing.feature_reference import newest_wins
 from reliability_kit import report
 
 EVENTS = 18_000
 ENTITIES = 600
 RATE = 1_500  # events a second: the stream lasts ~12 s
 STEP_S = 2.0
-
-
-def newest_wins(events) -> tuple[dict, dict]:
-    """Per entity: (version, feature bytes) of the newest row; (version, bytes) of the newest
-    vector. The store's documented semantics, computed here without Redis."""
-    rows: dict[str, tuple[Version, dict[str, bytes]]] = {}
-    vectors: dict[str, tuple[Version, bytes]] = {}
-    for event in events:
-        version = version_of(event)
-        held = rows.get(event.entity_id)
-        if supersedes(version, held[0] if held else None):
-            rows[event.entity_id] = (
-                version, {name: value.SerializeToString() for name, value in event.features.items()}
-            )
-        if event.HasField("vector"):
-            held_vector = vectors.get(event.entity_id)
-            if supersedes(version, held_vector[0] if held_vector else None):
-                vectors[event.entity_id] = (version, pack_vector(event.vector.values))
-    return rows, vectors
 
 
 def differences(client: redis.Redis, keys: KeySpace, rows: dict, vectors: dict) -> int:
