@@ -163,15 +163,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def main() -> None:
-    from flywheel.bench.report import emit
-
-    parser = argparse.ArgumentParser(prog="python -m flywheel.bench.features")
-    parser.add_argument("--json", action="store_true")
-    add_arguments(parser)
-    args = parser.parse_args()
-    emit(run(args), args.json)
-
-
 if __name__ == "__main__":
-    main()
+    from flywheel.bench.report import standalone
+
+    standalone("features", add_arguments, run)

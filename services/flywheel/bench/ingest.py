@@ -140,15 +140,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def main() -> None:
-    from flywheel.bench.report import emit
-
-    parser = argparse.ArgumentParser(prog="python -m flywheel.bench.ingest")
-    parser.add_argument("--json", action="store_true")
-    add_arguments(parser)
-    args = parser.parse_args()
-    emit(run(args), args.json)
-
-
 if __name__ == "__main__":
-    main()
+    from flywheel.bench.report import standalone
+
+    standalone("ingest", add_arguments, run)

@@ -193,20 +193,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "loop", f"seconds trigger->serving, {largest['examples']} examples (budget)",
         largest["whole_s"], 30.0, "budget of 30 s", 1.0, "lower", examples=largest["examples"],
     ))
-    # Several headline ratios: ok only when every one is.
-    detail = {"machine": report.machine()} if hasattr(report, "machine") else {}
-    return {"bench": "loop", "ok": all(r["ok"] for r in results), "results": results, **detail}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m flywheel.bench.loop")
-    parser.add_argument("--json", action="store_true")
-    add_arguments(parser)
-    args = parser.parse_args()
-    from flywheel.bench.report import emit
-
-    emit(run(args), args.json)
+    return report.combined("loop", results, machine=report.machine())
 
 
 if __name__ == "__main__":
-    main()
+    from flywheel.bench.report import standalone
+
+    standalone("loop", add_arguments, run)

@@ -78,3 +78,14 @@ def emit(outcome: dict[str, Any], as_json: bool = False, stream: Any = None) -> 
     for key, value in outcome.items():
         if key not in skip:
             print(f"  {key}: {json.dumps(value, default=str)}", file=out)
+
+
+def standalone(target: str, add_arguments: Any, run: Any) -> None:
+    """`python -m flywheel.bench.<target>`: the same as `flywheel bench <target>`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"python -m flywheel.bench.{target}")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_arguments(parser)
+    args = parser.parse_args()
+    emit(run(args), args.json)

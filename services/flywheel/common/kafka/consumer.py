@@ -10,7 +10,6 @@ idempotent (newer-wins writes, dedup by id) to make the effect exactly once.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,13 +27,14 @@ from flywheel.common.kafka.records import (
     backoff_s,
 )
 from flywheel.common.kafka.topics import Topic
+from flywheel.common.kafka.worker import WorkerThread
 
 log = logging.getLogger("flywheel.kafka.consumer")
 
 Handler = Callable[[list[Record]], None]
 
 
-class ConsumerWorker:
+class ConsumerWorker(WorkerThread):
     def __init__(
         self,
         *,
@@ -50,6 +50,7 @@ class ConsumerWorker:
         extra_config: dict[str, Any] | None = None,
         name: str = "consumer",
     ) -> None:
+        super().__init__(name)
         self._topics = {topic.name: topic for topic in topics}
         self._handler = handler
         self._dlq = dlq_producer
@@ -57,7 +58,6 @@ class ConsumerWorker:
         self._max_batch = max_batch
         self._poll_timeout_s = poll_timeout_s
         self._dlq_timeout_s = dlq_timeout_s
-        self._name = name
         self._config: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             "group.id": group_id,
@@ -71,27 +71,10 @@ class ConsumerWorker:
             "socket.timeout.ms": 10000,
         }
         self._config.update(extra_config or {})
-        self.assigned = threading.Event()
-        self.failed: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.processed = 0
         self.dead_lettered = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout_s)
-
-    @property
-    def healthy(self) -> bool:
-        return self.assigned.is_set() and self.failed is None and not self._stop.is_set()
 
     # -- the loop ----------------------------------------------------------------------------
 

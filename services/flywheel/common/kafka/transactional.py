@@ -18,13 +18,18 @@ same transaction, so they too are dead-lettered exactly once.
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from confluent_kafka import Producer as _Producer
 from google.protobuf.message import Message as ProtoMessage
 
@@ -33,6 +38,7 @@ from flywheel.common.kafka import headers as hdr
 from flywheel.common.kafka.headers import Headers, standard_headers
 from flywheel.common.kafka.records import Record, backoff_s
 from flywheel.common.kafka.topics import Topic
+from flywheel.common.kafka.worker import WorkerThread
 
 log = logging.getLogger("flywheel.kafka.transactional")
 
@@ -74,7 +80,9 @@ Processor = Callable[[list[Record], TxOutput], None]
 ResetHook = Callable[[Positions, str], None]
 
 
-class TransactionalWorker:
+class TransactionalWorker(WorkerThread):
+    stop_timeout_s = 15.0
+
     def __init__(
         self,
         *,
@@ -90,13 +98,13 @@ class TransactionalWorker:
         static_member_id: str | None = None,
         name: str = "transactional",
     ) -> None:
+        super().__init__(name)
         self._topics = {topic.name: topic for topic in topics}
         self._processor = processor
         self._on_reset = on_reset
         self._max_batch = max_batch
         self._poll_timeout_s = poll_timeout_s
         self._timeout_s = kafka_timeout_s
-        self._name = name
         self._consumer_config: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             "group.id": group_id,
@@ -125,32 +133,15 @@ class TransactionalWorker:
             "transaction.timeout.ms": 60000,
             "socket.timeout.ms": 10000,
         }
-        self.assigned = threading.Event()
-        self.failed: BaseException | None = None
         self.epoch = ""
         self.committed_batches = 0
         self.aborted_batches = 0
         self.processed = 0
         self.dead_lettered = 0
         self._positions: Positions = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._consumer: Consumer | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 15.0) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout_s)
-
-    @property
-    def healthy(self) -> bool:
-        return self.assigned.is_set() and self.failed is None and not self._stop.is_set()
 
     # -- assignment and resets ---------------------------------------------------------------
 
