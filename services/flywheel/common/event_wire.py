@@ -217,16 +217,16 @@ def split_repeated(message: bytes, field: int = 1) -> list[tuple[int, int]]:
                 start = at + 3
                 end = start + (first & 0x7F | message[at + 2] << 7)
             else:
-                key, at = _read_varint(message, at)
+                key, at = read_varint(message, at)
                 if key >> 3 == 0 or key & 7 not in (0, 1, 2, 5):
                     raise ValueError(f"unsupported field key {key} at byte {at}")
                 if key & 7 == 0:
-                    at = _read_varint(message, at)[1]
+                    at = read_varint(message, at)[1]
                     continue
                 if key & 7 != 2:
                     at += 8 if key & 7 == 1 else 4
                     continue
-                length, start = _read_varint(message, at)
+                length, start = read_varint(message, at)
                 end = start + length
                 if key != tag:
                     at = end
@@ -242,7 +242,7 @@ def split_repeated(message: bytes, field: int = 1) -> list[tuple[int, int]]:
     return spans
 
 
-def _read_varint(data: bytes, at: int) -> tuple[int, int]:
+def read_varint(data: bytes, at: int) -> tuple[int, int]:
     value = shift = 0
     for position in range(at, min(at + 10, len(data))):
         byte = data[position]

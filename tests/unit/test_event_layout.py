@@ -1,0 +1,163 @@
+"""Events checked many at once against a learned layout: sound (whatever a layout accepts
+is an event the field-by-field walk accepts, with the key and id where the layout says),
+and useful (events that only differ in their values share one layout)."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+
+from flywheel.bench.workload import random_event
+from flywheel.common.event_layout import LayoutScreen, learn
+from flywheel.common.event_wire import split_repeated, varint
+from flywheel.common.spec import load_spec
+from flywheel.common.validation import EventValidator
+from flywheel.ingest.core import Ingestor, Outcome
+from flywheel.v1 import events_pb2
+from google.protobuf.message import DecodeError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+SPEC = load_spec(Path(__file__).resolve().parents[2] / "flywheel.yaml")
+CUSTOMER = SPEC.entity("customer")
+VALIDATOR = EventValidator(SPEC)
+RULES = VALIDATOR.rules["customer"]
+EVENT_TIME_MS = int(time.time() * 1000) - 60_000
+
+
+def alike(seed: int, event_id: str = "") -> events_pb2.Event:
+    """Events of one layout: same id lengths, whole-second times, the same segment and
+    visits sizes; only the values differ."""
+    event = random_event(CUSTOMER, f"c{seed:04d}", EVENT_TIME_MS // 1000 * 1000,
+                         random.Random(seed), event_id=event_id)
+    event.features["segment"].string_value = "gold"
+    event.features["visits"].int64_value = 5
+    return event
+
+
+def message_of(encoded: list[bytes]) -> bytes:
+    """An encoded IngestRequest holding these event encodings, valid or not."""
+    return b"".join(b"\x0a" + varint(len(e)) + e for e in encoded)
+
+
+def verdicts(encoded: list[bytes], now: float | None = None):
+    message = message_of(encoded)
+    spans = split_repeated(message)
+    screen = LayoutScreen([RULES], min_group=1)
+    return message, spans, screen.screen(message, spans, time.time() if now is None else now)
+
+
+def test_events_of_one_layout_are_accepted_together() -> None:
+    encoded = [alike(seed).SerializeToString() for seed in range(40)]
+    assert len({len(e) for e in encoded}) == 1
+    message, spans, layouts = verdicts(encoded)
+    assert all(layout is layouts[0] for layout in layouts) and layouts[0] is not None
+    layout = layouts[0]
+    for (start, _), seed in zip(spans, range(40), strict=True):
+        key_at = start + layout.key_at
+        assert message[key_at:key_at + layout.key_size] == f"c{seed:04d}".encode()
+    assert layout.id_size == 0
+
+
+def test_event_ids_are_located() -> None:
+    encoded = [alike(seed, event_id=f"id-{seed:05d}").SerializeToString() for seed in range(10)]
+    message, spans, layouts = verdicts(encoded)
+    for (start, _), layout, seed in zip(spans, layouts, range(10), strict=True):
+        assert layout is not None
+        at = start + layout.id_at
+        assert message[at:at + layout.id_size] == f"id-{seed:05d}".encode()
+
+
+def test_non_finite_values_and_future_times_are_refused() -> None:
+    nan = alike(1)
+    nan.features["f03"].double_value = math.nan
+    inf = alike(2)
+    inf.features["f07"].double_value = -math.inf
+    vector_nan = alike(3)
+    vector_nan.vector.values[2] = math.inf
+    future = alike(4)
+    future.event_time.FromSeconds(int(time.time()) + 3600)
+    encoded = [alike(0).SerializeToString()] + [
+        e.SerializeToString() for e in (nan, inf, vector_nan, future)
+    ]
+    assert len({len(e) for e in encoded}) == 1
+    _, _, layouts = verdicts(encoded)
+    assert layouts[0] is not None
+    assert layouts[1:] == [None, None, None, None]
+
+
+def test_an_event_the_expression_refuses_teaches_nothing() -> None:
+    future = alike(4)
+    future.event_time.FromSeconds(int(time.time()) + 3600)
+    assert learn(b"\x12\x00", RULES) is None
+    _, _, layouts = verdicts([future.SerializeToString()] * 3)
+    assert layouts == [None, None, None]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.integers(0, 50),
+    st.booleans(),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=3),
+)
+def test_whatever_a_layout_accepts_the_walk_accepts(
+    seed: int, with_id: bool, changes: list[tuple[int, int]]
+) -> None:
+    template = alike(seed, event_id="e" * 20 if with_id else "").SerializeToString()
+    changed = bytearray(template)
+    for at, byte in changes:
+        changed[at % len(changed)] = byte
+    now = time.time()
+    message, spans, layouts = verdicts([template, bytes(changed)], now)
+    assert layouts[0] is not None
+    if layouts[1] is None:
+        return
+    layout = layouts[1]
+    try:
+        event = events_pb2.Event.FromString(bytes(changed))
+    except DecodeError:
+        raise AssertionError(f"accepted an undecodable event: {bytes(changed)!r}") from None
+    assert VALIDATOR.problems(event, now) == []
+    assert RULES.encoded_event.fullmatch(bytes(changed))
+    start = spans[1][0]
+    assert message[start + layout.key_at:start + layout.key_at + layout.key_size] == \
+        event.entity_id.encode()
+    if layout.id_size:
+        at = start + layout.id_at
+        assert message[at:at + layout.id_size] == event.event_id.encode()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 199), st.integers(0, 10_000), st.integers(0, 255)),
+                min_size=0, max_size=12))
+def test_ingest_screens_big_batches_as_the_walk_does(changes: list[tuple[int, int, int]]) -> None:
+    batch = [bytearray(alike(seed).SerializeToString()) for seed in range(200)]
+    for which, at, byte in changes:
+        batch[which][at % len(batch[which])] = byte
+    encoded = [bytes(e) for e in batch]
+    ingestor = Ingestor(VALIDATOR, None, None)  # type: ignore[arg-type]
+    outcome = Outcome()
+    now = time.time()
+    records, count = ingestor._screen(message_of(encoded), 0, outcome, keep_ids=True)
+    assert count == 200
+    expected_ok = []
+    for index, data in enumerate(encoded):
+        try:
+            event = events_pb2.Event.FromString(data)
+        except DecodeError:
+            continue
+        if not VALIDATOR.problems(event, now):
+            expected_ok.append((index, event))
+    rejected = {r.index for r in outcome.rejections}
+    assert rejected == set(range(200)) - {index for index, _ in expected_ok}
+    assert len(records) == len(expected_ok) == len(outcome.accepted_event_ids)
+    for (key, value), (_, sent), event_id in zip(
+        records, expected_ok, outcome.accepted_event_ids, strict=True
+    ):
+        published = events_pb2.Event.FromString(value)
+        assert key == sent.entity_id.encode()
+        assert published.event_id == event_id
+        published.event_id = sent.event_id
+        assert published == sent
