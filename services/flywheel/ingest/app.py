@@ -47,6 +47,7 @@ class IngestApp:
             self.common.kafka_bootstrap,
             client_id="flywheel-ingest",
             delivery_timeout_s=max(self.common.kafka_timeout_s, 1.0),
+            poll_in_background=False,  # the ingestor serves the reports on its loop
         )
         ingestor = Ingestor(
             EventValidator(self.spec),

@@ -204,6 +204,8 @@ class Ingestor:
         self._producer.produce_all(
             self._topic.name, records, standard_headers(self._topic.type_name), acks
         )
+        # Reports of earlier chunks, run here rather than on a thread competing for the GIL.
+        self._producer.serve_reports()
         return acks
 
     async def ingest(self, message: bytes, budget: Budget) -> Outcome:
@@ -213,7 +215,7 @@ class Ingestor:
         if not count:
             raise InvalidArgument("events is empty", field="events")
         if good:
-            await _wait(self._publish(good).future, budget)
+            await self._wait(self._publish(good).future, budget)
         outcome.accepted = len(good)
         ACCEPTED.inc(len(good))
         return outcome
@@ -234,32 +236,31 @@ class Ingestor:
                 pending += len(good)
             while pending > self._max_in_flight:
                 count, acks = in_flight.popleft()
-                await _wait(acks.future, budget)
+                await self._wait(acks.future, budget)
                 pending -= count
                 outcome.accepted += count
         while in_flight:
             count, acks = in_flight.popleft()
-            await _wait(acks.future, budget)
+            await self._wait(acks.future, budget)
             outcome.accepted += count
         if seen == 0:
             raise InvalidArgument("events is empty: the stream carried no events", field="events")
         ACCEPTED.inc(outcome.accepted)
         return outcome
 
-
-async def _wait(future: asyncio.Future[None], budget: Budget) -> None:
-    seconds = budget()
-    if seconds <= 0:
-        raise Unavailable("no time left within the deadline to wait for Kafka")
-    try:
-        await asyncio.wait_for(asyncio.shield(future), seconds)
-    except TimeoutError:
-        # Its late outcome has no one left to hear it.
-        future.add_done_callback(lambda late: late.cancelled() or late.exception())
-        raise Unavailable(
-            f"Kafka did not acknowledge the events within {seconds:.1f}s; "
-            "they may or may not be published (retry with the same event ids)"
-        ) from None
+    async def _wait(self, future: asyncio.Future[None], budget: Budget) -> None:
+        seconds = budget()
+        if seconds <= 0:
+            raise Unavailable("no time left within the deadline to wait for Kafka")
+        try:
+            await self._producer.settle(future, seconds)
+        except TimeoutError:
+            # Its late outcome has no one left to hear it.
+            future.add_done_callback(lambda late: late.cancelled() or late.exception())
+            raise Unavailable(
+                f"Kafka did not acknowledge the events within {seconds:.1f}s; "
+                "they may or may not be published (retry with the same event ids)"
+            ) from None
 
 
 # Event.event_id: field 1, length-delimited (its tag byte), then the length of a fresh id.

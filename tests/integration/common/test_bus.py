@@ -105,6 +105,40 @@ def test_typed_round_trip_carries_protobuf_and_headers(kafka_bootstrap, names, t
     assert first.headers[hdr.TRACEPARENT].startswith("00-")
 
 
+def test_a_producer_without_its_poll_thread_settles_while_its_owner_waits(
+    kafka_bootstrap, topics
+):
+    """Delivery reports are served by the owner: after queueing, and while waiting."""
+    quiet = Producer(kafka_bootstrap, client_id="test-bus-owner-polls", poll_in_background=False)
+    try:
+        reported: list = []
+
+        async def produce_and_settle() -> None:
+            loop = asyncio.get_running_loop()
+            done = loop.create_future()
+
+            def on_delivery(error, _message) -> None:  # noqa: ANN001
+                reported.append(error)
+                if len(reported) == 20:
+                    loop.call_soon_threadsafe(done.set_result, None)
+
+            records = [(f"c{i}".encode(), event(i).SerializeToString()) for i in range(20)]
+            quiet.produce_all(topics.events.name, records, [], on_delivery)
+            quiet.serve_reports()
+            await quiet.settle(done, 30.0)
+            # Nothing left to report: a wait on a future no report settles times out.
+            with pytest.raises(TimeoutError):
+                await quiet.settle(loop.create_future(), 0.2)
+
+        asyncio.run(produce_and_settle())
+        assert reported == [None] * 20
+        # The blocking path polls for itself too.
+        delivered = quiet.send_and_wait(topics.events.name, "c-last", b"x", [], timeout_s=30.0)
+        assert delivered.offset >= 0
+    finally:
+        quiet.close()
+
+
 def test_a_failing_handler_does_not_advance_the_group(kafka_bootstrap, names, topics, producer):
     producer.send_and_wait(topics.events.name, "c1", topics.events.encode(event(1)),
                            hdr.standard_headers("flywheel.v1.Event"), 10)

@@ -3,6 +3,11 @@
 confluent-kafka calls delivery callbacks from `poll`; a daemon thread polls so that callers
 never have to. `send` bridges a delivery report into an asyncio future, so a gRPC handler can
 answer only once Kafka has durably acknowledged the record.
+
+A producer made with `poll_in_background=False` has no such thread: its owner serves the
+reports on its own event loop (`serve_reports` after queueing, `settle` while waiting). Ingest
+does this because a thread running one Python callback per record fights the event loop for
+the GIL on every report, which cost it about a microsecond per event.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class Producer:
         client_id: str,
         delivery_timeout_s: float = 30.0,
         extra_config: dict[str, Any] | None = None,
+        poll_in_background: bool = True,
     ) -> None:
         config: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
@@ -61,8 +67,12 @@ class Producer:
         config.update(extra_config or {})
         self._producer = _Producer(config)
         self._closed = threading.Event()
-        self._poller = threading.Thread(target=self._poll_loop, name=f"{client_id}-poll", daemon=True)
-        self._poller.start()
+        self._poller: threading.Thread | None = None
+        if poll_in_background:
+            self._poller = threading.Thread(
+                target=self._poll_loop, name=f"{client_id}-poll", daemon=True
+            )
+            self._poller.start()
 
     def _poll_loop(self) -> None:
         while not self._closed.is_set():
@@ -71,6 +81,28 @@ class Producer:
     @property
     def raw(self) -> _Producer:
         return self._producer
+
+    def serve_reports(self) -> int:
+        """Runs the delivery callbacks that are ready, on the calling thread; never waits."""
+        return self._producer.poll(0)
+
+    async def settle(self, future: asyncio.Future[Any], timeout_s: float) -> None:
+        """Waits at most `timeout_s` (TimeoutError after) for a future that delivery callbacks
+        settle. Without the background thread, the reports are served meanwhile by a worker
+        thread, 50 ms at a time, only while someone waits."""
+        if self._poller is not None:
+            await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not future.done():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError
+            await asyncio.to_thread(self._producer.poll, min(0.05, remaining))
+            # The callbacks settle futures through call_soon_threadsafe: let them run.
+            await asyncio.sleep(0)
+        future.result()
 
     def produce_raw(
         self,
@@ -185,7 +217,11 @@ class Producer:
             done.set()
 
         self.produce_raw(topic, key, value, headers, on_delivery=settle)
-        if not done.wait(timeout_s):
+        if self._poller is None:
+            deadline = time.monotonic() + timeout_s
+            while not done.is_set() and time.monotonic() < deadline:
+                self._producer.poll(min(0.05, max(0.0, deadline - time.monotonic())))
+        if not done.wait(timeout_s if self._poller is not None else 0):
             raise Unavailable(f"Kafka did not acknowledge a record on {topic} within {timeout_s}s")
         error, record = outcome[0]
         if error is not None:
@@ -200,7 +236,8 @@ class Producer:
         if remaining:
             log.warning("closing with %d undelivered records", remaining)
         self._closed.set()
-        self._poller.join(timeout=1.0)
+        if self._poller is not None:
+            self._poller.join(timeout=1.0)
 
 
 def _settle_future(
