@@ -21,17 +21,17 @@ from flywheel.common.settings import CommonSettings
 from flywheel.common.spec import FlywheelSpec, load_spec
 from flywheel.common.validation import EventValidator
 from flywheel.features.core import FeatureStore, Limits
+from flywheel.features.framed import READ_SCRIPT, layouts_of
 from flywheel.features.keys import KeySpace
 from flywheel.features.materializer import Materializer, dead_letter_invalid
 from flywheel.features.online_store import OnlineStore
-from flywheel.features.servicer import FeatureStoreServicer
+from flywheel.features.script_pipe import ScriptPipe
+from flywheel.features.servicer import SERVICE, FeatureStoreServicer, add_to_server
 from flywheel.features.settings import FeaturesSettings
 from flywheel.features.vector_index import VectorIndex, gpu_available
-from flywheel.v1 import features_pb2, features_pb2_grpc
 
 log = logging.getLogger("flywheel.features")
 
-SERVICE_NAME = features_pb2.DESCRIPTOR.services_by_name["FeatureStoreService"].full_name
 
 
 class FeaturesApp:
@@ -42,7 +42,7 @@ class FeaturesApp:
         self.settings = settings
         self.spec = spec or load_spec(common.spec_path)
         self.topics = Topics(common.namespace)
-        self.readiness = Readiness([SERVICE_NAME])
+        self.readiness = Readiness([SERVICE])
         self.server = GrpcServer(settings, self.readiness)
         self.snapshot_folder = Path(settings.snapshot_dir) / (common.namespace or "default")
         self.use_gpu = gpu_available() if settings.use_gpu is None else settings.use_gpu
@@ -67,7 +67,11 @@ class FeaturesApp:
         self._aioredis = aioredis.Redis.from_url(
             self.common.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
-        online = OnlineStore(KeySpace(self.common.redis_key_prefix), self._redis, self._aioredis)
+        online = OnlineStore(
+            KeySpace(self.common.redis_key_prefix), self._redis, self._aioredis,
+            layouts_of(self.spec.entities),
+            ScriptPipe.from_url(self.common.redis_url, READ_SCRIPT, timeout),
+        )
         indexes = {
             entity.name: self._empty_index(entity.vector.dimension, entity.vector.ivf_min_vectors)
             for entity in self.spec.entities
@@ -79,11 +83,7 @@ class FeaturesApp:
             indexes,
             Limits(max_entity_ids=self.settings.max_entity_ids, max_k=self.settings.max_k),
         )
-        self.server.add_service(
-            features_pb2_grpc.add_FeatureStoreServiceServicer_to_server,
-            FeatureStoreServicer(self.store),
-            SERVICE_NAME,
-        )
+        self.server.add_service(add_to_server, FeatureStoreServicer(self.store), SERVICE)
         self.readiness.add_check("redis", online.ping)
         self.readiness.add_check("consumer", lambda: bool(self.consumer and self.consumer.healthy))
         self.metrics_port = start_metrics_server(self.settings.grpc_host, self.settings.metrics_port)
@@ -123,7 +123,7 @@ class FeaturesApp:
         self._tasks.append(asyncio.create_task(self._snapshot_loop(), name="vector-snapshots"))
 
     @staticmethod
-    async def _retry_until_done(step, *args) -> None:  # noqa: ANN001
+    async def _retry_until_done(step, *args) -> None:
         while True:
             try:
                 await asyncio.to_thread(step, *args)
@@ -182,6 +182,8 @@ class FeaturesApp:
             log.warning("vector snapshot at stop failed: %s", error)
         if self._dlq_producer:
             await asyncio.to_thread(self._dlq_producer.close, 5.0)
+        if self.store is not None:
+            await self.store.online.close()
         if self._aioredis is not None:
             await self._aioredis.aclose()
         if self._redis is not None:

@@ -15,7 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flywheel.common.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from flywheel.common.errors import (
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from flywheel.common.spec import EntitySpec
 from flywheel.common.validation import EntityRules, EventValidator, Problem
 from flywheel.features import wire
@@ -41,9 +46,8 @@ class ReadPlan:
     """What a GetOnlineFeatures for one (entity type, feature list) needs, computed once."""
 
     row_prefix: str
-    fields: list[str]
-    names_field: bytes
-    no_values: bytes
+    names_field: bytes  # the feature_names field of the reply
+    script_args: list  # ARGV of the read script (OnlineStore.read_arguments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +109,8 @@ class FeatureStore:
                 )
         plan = ReadPlan(
             row_prefix=self.online.keys.row_prefix(entity_type),
-            fields=names,
             names_field=wire.feature_names_field(names),
-            no_values=wire.empty_values(len(names)),
+            script_args=self.online.read_arguments(entity_type, names),
         )
         if len(self._plans) >= _MAX_CACHED_PLANS:
             self._plans.clear()
@@ -117,7 +120,8 @@ class FeatureStore:
     async def get_online_features(
         self, entity_type: str, entity_ids: Sequence[str], feature_names: Sequence[str]
     ) -> bytes:
-        """The encoded GetOnlineFeaturesResponse, from one Redis round trip."""
+        """The encoded GetOnlineFeaturesResponse, from one Redis round trip that answers
+        every entity already encoded (see `OnlineStore.read_entities`)."""
         plan = self.plan(entity_type, feature_names)
         count = len(entity_ids)
         if count == 0:
@@ -130,16 +134,10 @@ class FeatureStore:
         if "" in entity_ids:
             raise invalid("entity_ids", "entity_ids holds an empty id")
         prefix = plan.row_prefix
-        raw = await self.online.read_rows([prefix + e for e in entity_ids], plan.fields)
-        parts = [plan.names_field]
-        found, missing, no_values = wire.found_entity, wire.missing_entity, plan.no_values
-        for position, entity_id in enumerate(entity_ids):
-            time_ms = raw[2 * position]
-            if time_ms is None:
-                parts.append(missing(entity_id, no_values))
-            else:
-                parts.append(found(entity_id, int(time_ms), raw[2 * position + 1]))
-        return b"".join(parts)
+        entities = await self.online.read_entities(
+            [prefix + e for e in entity_ids], plan.script_args
+        )
+        return plan.names_field + entities
 
     # -- writes -----------------------------------------------------------------------------
 

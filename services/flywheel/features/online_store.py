@@ -12,17 +12,34 @@ What an event writes (the documented semantics of the store):
   the whole row (features it does not carry become unset) and its event time;
 - the vector: the newest event that carries a vector sets it; events without one leave it.
 Both are order-independent, so the store after any redelivery equals a replay from offset 0.
+
+The row also holds its read-ready copy, the encoded entity and its offsets (see
+`flywheel.features.framed`, which holds the read script), written by the same HSET as the
+per-feature fields, so replaced with them.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from flywheel.common.errors import Unavailable
 from flywheel.common.validation import event_time_ms
-from flywheel.features.keys import ROW_EVENT_ID, ROW_RANK, ROW_TIME, VECTOR_VALUES, KeySpace
+from flywheel.features.framed import READ_SCRIPT, Layout, encoded_entity, read_arguments
+from flywheel.features.keys import (
+    ROW_EVENT_ID,
+    ROW_RANK,
+    ROW_TIME,
+    VECTOR_VALUES,
+    KeySpace,
+)
+from flywheel.features.script_pipe import ScriptPipe
 from flywheel.v1 import events_pb2
 
 # Result bits per event of the write script.
@@ -74,62 +91,6 @@ end
 return out
 """
 
-# KEYS: row keys. ARGV: feature names, in the order wanted.
-# Returns, per key, its event time (false when absent) and its values framed as the repeated
-# `values` field of EntityFeatures (tag 0x1a, varint length, FeatureValue bytes; an empty
-# FeatureValue where the row lacks the feature). See flywheel.features.wire.
-# The tag-and-length prefix of each length is built once per call and reused, and each
-# entity's pieces go into one table joined by a single table.concat: no intermediate strings.
-READ_SCRIPT = """
-local heads = {}
-local function head(n)
-  local parts = {'\\26'}
-  local m = n
-  while m >= 128 do
-    parts[#parts + 1] = string.char(m % 128 + 128)
-    m = math.floor(m / 128)
-  end
-  parts[#parts + 1] = string.char(m)
-  local h = table.concat(parts)
-  heads[n] = h
-  return h
-end
-local empty = '\\26\\0'
-local n = #ARGV
-local hmget = {'HMGET', false, '@t'}
-for j = 1, n do hmget[j + 3] = ARGV[j] end
-local call = redis.call
-local out = {}
-for i, key in ipairs(KEYS) do
-  hmget[2] = key
-  local values = call(unpack(hmget))
-  local t = values[1]
-  if t then
-    local parts = {}
-    local k = 0
-    for j = 2, n + 1 do
-      local v = values[j]
-      if v then
-        local len = #v
-        parts[k + 1] = heads[len] or head(len)
-        parts[k + 2] = v
-        k = k + 2
-      else
-        k = k + 1
-        parts[k] = empty
-      end
-    end
-    out[2 * i - 1] = t
-    out[2 * i] = table.concat(parts)
-  else
-    out[2 * i - 1] = false
-    out[2 * i] = false
-  end
-end
-return out
-"""
-
-
 @dataclass(frozen=True, slots=True)
 class Version:
     """Where an event stands in the newer-wins order."""
@@ -164,18 +125,32 @@ def pack_vector(values: Sequence[float]) -> bytes:
     return packer.pack(*values)
 
 
-def write_arguments(keys: KeySpace, events: Sequence[events_pb2.Event]) -> tuple[list, list]:
-    """KEYS and ARGV of the write script for validated events."""
+def write_arguments(
+    keys: KeySpace, events: Sequence[events_pb2.Event],
+    layouts: Mapping[str, Layout] | None = None,
+) -> tuple[list, list]:
+    """KEYS and ARGV of the write script for validated events; an entity type with a layout
+    gets its encoded entity and offsets fields too."""
     script_keys: list[str] = []
     args: list[object] = []
+    layouts = layouts or {}
     for event in events:
         row_prefix = keys.row_prefix(event.entity_type)
         script_keys.append(row_prefix + event.entity_id)
         script_keys.append(keys.vector(event.entity_type, event.entity_id))
-        features = event.features
-        args += (event_time_ms(event), id_rank(event.event_id), event.event_id, len(features))
-        for name, value in features.items():
-            args += (name, value.SerializeToString())
+        encoded = {name: value.SerializeToString() for name, value in event.features.items()}
+        time_ms = event_time_ms(event)
+        read_copy: tuple = ()
+        layout = layouts.get(event.entity_type)
+        if layout is not None:
+            framed = encoded_entity(layout, event.entity_id, encoded, time_ms)
+            if framed is not None:
+                read_copy = (layout.entity_field, framed[0], layout.offsets_field, framed[1])
+        pairs = len(encoded) + len(read_copy) // 2
+        args += (time_ms, id_rank(event.event_id), event.event_id, pairs)
+        for pair in encoded.items():
+            args += pair
+        args += read_copy
         if event.HasField("vector"):
             args += ("1", pack_vector(event.vector.values))
         else:
@@ -191,10 +166,21 @@ class StoredVector:
 
 
 class OnlineStore:
-    """Redis access for one namespace: sync (consumer thread) and asyncio (gRPC) clients."""
+    """Redis access for one namespace: sync (consumer thread) and asyncio (gRPC) clients.
 
-    def __init__(self, keys: KeySpace, sync_client, async_client) -> None:  # noqa: ANN001
+    `layouts` (entity type -> Layout, see `framed.layouts_of`): the entity types whose rows
+    get their read-ready copy; the others are written and read field by field only.
+    `read_pipe`: the read script's own pipelined connection (see `script_pipe`); without
+    one, reads go through the asyncio client."""
+
+    def __init__(
+        self, keys: KeySpace, sync_client, async_client,
+        layouts: Mapping[str, Layout] | None = None,
+        read_pipe: ScriptPipe | None = None,
+    ) -> None:
         self.keys = keys
+        self.layouts = dict(layouts or {})
+        self._pipe = read_pipe
         self._sync = sync_client
         self._async = async_client
         self._write_sync = sync_client.register_script(WRITE_SCRIPT)
@@ -205,18 +191,38 @@ class OnlineStore:
         """Newer-wins write of validated events, one round trip; result bits per event."""
         if not events:
             return []
-        script_keys, args = write_arguments(self.keys, events)
+        script_keys, args = write_arguments(self.keys, events, self.layouts)
         return [int(x) for x in self._write_sync(keys=script_keys, args=args)]
 
     async def write_async(self, events: Sequence[events_pb2.Event]) -> list[int]:
         if not events:
             return []
-        script_keys, args = write_arguments(self.keys, events)
+        script_keys, args = write_arguments(self.keys, events, self.layouts)
         return [int(x) for x in await self._write_async(keys=script_keys, args=args)]
 
-    async def read_rows(self, row_keys: list[str], fields: list[str]) -> list:
-        """Flat [time_ms or None, framed values or None] per key (see READ_SCRIPT)."""
-        return await self._read_async(keys=row_keys, args=fields)
+    def read_arguments(self, entity_type: str, names: Sequence[str]) -> list:
+        """ARGV of `read_entities` for these features of the entity type (build it once)."""
+        prefix_bytes = len(self.keys.row_prefix(entity_type).encode())
+        return read_arguments(self.layouts.get(entity_type), prefix_bytes, names)
+
+    async def read_entities(self, row_keys: list[str], args: list) -> bytes:
+        """The encoded `entities` field of a GetOnlineFeaturesResponse, one element per key
+        (see READ_SCRIPT); `args` from `read_arguments`. Unavailable when Redis is."""
+        try:
+            if self._pipe is not None:
+                try:
+                    return await self._pipe.call(row_keys, args)
+                except NoScriptError:
+                    pass  # Redis restarted or flushed its scripts: redis-py loads it again
+                except RedisConnectionError:
+                    pass  # a connection that was dropped while idle: once more, on a new one
+            return await self._read_async(keys=row_keys, args=args)
+        except (RedisConnectionError, RedisTimeoutError) as error:
+            raise Unavailable(f"the online store is unavailable: {error}") from error
+
+    async def close(self) -> None:
+        if self._pipe is not None:
+            await self._pipe.aclose()
 
     async def ping(self) -> bool:
         return bool(await self._async.ping())

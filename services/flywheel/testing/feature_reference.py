@@ -3,8 +3,9 @@ crash, replay and rebalance tests compare the real store against."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
+from flywheel.features.framed import Layout, encoded_entity
 from flywheel.features.online_store import Version, pack_vector, supersedes, version_of
 from flywheel.v1 import events_pb2
 
@@ -15,9 +16,12 @@ Vectors = dict[str, tuple[Version, bytes]]
 def newest_wins(
     events: Iterable[events_pb2.Event],
     accept: Callable[[events_pb2.Event], bool] = lambda event: True,
+    layouts: Mapping[str, Layout] | None = None,
 ) -> tuple[Rows, Vectors]:
-    """Per entity: (version, feature bytes) of the newest accepted row, and (version, bytes) of
-    the newest vector, whatever order the events came in."""
+    """Per entity: (version, fields) of the newest accepted row, and (version, bytes) of the
+    newest vector, whatever order the events came in. The fields of a row: each feature's
+    FeatureValue encoding and, for an entity type in `layouts`, its encoded entity and
+    offsets (the store's read-ready copy)."""
     rows: Rows = {}
     vectors: Vectors = {}
     for event in events:
@@ -26,9 +30,12 @@ def newest_wins(
         version = version_of(event)
         held = rows.get(event.entity_id)
         if supersedes(version, held[0] if held else None):
-            rows[event.entity_id] = (
-                version, {name: value.SerializeToString() for name, value in event.features.items()}
-            )
+            fields = {name: value.SerializeToString() for name, value in event.features.items()}
+            layout = (layouts or {}).get(event.entity_type)
+            framed = layout and encoded_entity(layout, event.entity_id, fields, version.time_ms)
+            if layout is not None and framed:
+                fields[layout.entity_field], fields[layout.offsets_field] = framed
+            rows[event.entity_id] = (version, fields)
         if event.HasField("vector"):
             held_vector = vectors.get(event.entity_id)
             if supersedes(version, held_vector[0] if held_vector else None):

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import redis
 from confluent_kafka import Consumer, TopicPartition
-
 from flywheel.bench.workload import random_event
 from flywheel.common.grpc.client import wait_for_serving
 from flywheel.common.kafka.admin import ensure_topics
@@ -21,7 +20,14 @@ from flywheel.common.kafka.producer import Producer
 from flywheel.common.kafka.topics import Topics
 from flywheel.common.spec import load_spec
 from flywheel.common.validation import EventValidator
-from flywheel.features.keys import ROW_EVENT_ID, ROW_RANK, ROW_TIME, VECTOR_VALUES, KeySpace
+from flywheel.features.framed import layouts_of
+from flywheel.features.keys import (
+    ROW_EVENT_ID,
+    ROW_RANK,
+    ROW_TIME,
+    VECTOR_VALUES,
+    KeySpace,
+)
 from flywheel.features.online_store import Version
 from flywheel.infra.ports import free_port
 from flywheel.testing.feature_reference import newest_wins
@@ -142,10 +148,12 @@ def test_kill9_mid_stream_then_restart_equals_full_replay(
 
         second = start_features(env, tmp_path / "features-2.log")
         wait_for_serving(f"127.0.0.1:{port}", 60.0)
-        validator = EventValidator(load_spec(spec_path))
+        spec = load_spec(spec_path)
+        validator = EventValidator(spec)
         expected = newest_wins(
             read_topic(kafka_bootstrap, topics.events.name, topics.events.partitions),
             accept=lambda event: not validator.problems(event, now_s=time.time()),
+            layouts=layouts_of(spec.entities),
         )
         assert len(expected[0]) == ENTITIES
         deadline = time.monotonic() + 90

@@ -21,6 +21,7 @@ from flywheel.common.kafka.topics import Topics
 from flywheel.common.spec import load_spec
 from flywheel.common.validation import EventValidator
 from flywheel.features.core import FeatureStore
+from flywheel.features.framed import layouts_of
 from flywheel.features.keys import (
     ROW_EVENT_ID,
     ROW_RANK,
@@ -76,7 +77,8 @@ class Member:
         self.name = name
         self.redis = redis.Redis.from_url(common.redis_url)
         online = OnlineStore(KeySpace(common.redis_key_prefix), self.redis,
-                             aioredis.Redis.from_url(common.redis_url))
+                             aioredis.Redis.from_url(common.redis_url),
+                             layouts_of(spec.entities))
         entity = spec.entity("customer")
         store = FeatureStore(
             EventValidator(spec), online,
@@ -128,7 +130,7 @@ def test_rebalance_storm_on_the_materializer_loses_nothing(common) -> None:
             events.append(events[-1])  # a duplicate: the same event sent twice
     validator = EventValidator(spec)
     assert not any(validator.problems(e, now_s=time.time()) for e in events[:100])
-    rows, vectors = newest_wins(events)
+    rows, vectors = newest_wins(events, layouts=layouts_of(spec.entities))
 
     producer = Producer(common.kafka_bootstrap, client_id="storm-producer")
     dlq = Producer(common.kafka_bootstrap, client_id="storm-dlq")

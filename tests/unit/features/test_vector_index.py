@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from flywheel.features.online_store import StoredVector, Version
 from flywheel.features.vector_index import VectorIndex
 

@@ -1,8 +1,12 @@
-"""The hand-assembled GetOnlineFeatures reply equals what the protobuf library builds."""
+"""The hand-assembled GetOnlineFeatures reply equals what the protobuf library builds, and
+the stored read-ready copy of a row (framed.py) is that reply's element."""
 
 from __future__ import annotations
 
-from flywheel.features import wire
+import struct
+
+from flywheel.features import framed, wire
+from flywheel.features.keys import framed_fields
 from flywheel.features.online_store import Version, supersedes
 from flywheel.v1 import common_pb2, features_pb2
 
@@ -64,3 +68,65 @@ def test_newer_wins_rule() -> None:
     assert not supersedes(Version(1000, 5, "a"), old)  # the same event: a duplicate
     assert supersedes(Version(1000, 6, "c"), old)  # a tie on time: the rank decides
     assert not supersedes(Version(1000, 4, "d"), old)
+
+
+def _event_values(values: list[common_pb2.FeatureValue | None], names: list[str]) -> dict:
+    return {n: v.SerializeToString() for n, v in zip(names, values, strict=True) if v is not None}
+
+
+def test_encoded_entity_is_the_reply_element_and_its_offsets_cut_it() -> None:
+    names = ["a", "b", "c", "d", "e"]
+    values = [
+        common_pb2.FeatureValue(double_value=-1.25),
+        None,
+        common_pb2.FeatureValue(int64_value=-7),
+        common_pb2.FeatureValue(string_value="é" * 200),
+        common_pb2.FeatureValue(bool_value=True),
+    ]
+    layout = framed.layout_of(names)
+    entity_id = "ent:1/é" + "x" * 130  # a two-byte length varint
+    element, offsets = framed.encoded_entity(
+        layout, entity_id, _event_values(values, names), 1_700_000_000_123
+    )
+    assert element == wire.found_entity(entity_id, 1_700_000_000_123, _framed(values))
+    at = struct.unpack(f">{len(names) + 2}H", offsets)
+    # The id field and status, each value, the event time: what the read script cuts out.
+    assert element[at[0]:at[1]] == wire.entity_id_field(entity_id) + wire.STATUS_FOUND
+    for i, value in enumerate(values):
+        assert element[at[i + 1]:at[i + 2]] == _framed([value])
+    assert element[at[-1]:] == wire.timestamp_field(1_700_000_000_123)
+
+
+def test_no_encoded_entity_past_two_byte_offsets() -> None:
+    layout = framed.layout_of(["s"])
+    big = common_pb2.FeatureValue(string_value="x" * 70_000).SerializeToString()
+    assert framed.encoded_entity(layout, "e", {"s": big}, 1_000) is None
+    small = common_pb2.FeatureValue(string_value="x" * 60_000).SerializeToString()
+    assert framed.encoded_entity(layout, "e", {"s": small}, 1_000) is not None
+
+
+def test_read_arguments() -> None:
+    layout = framed.layout_of(["a", "b", "c", "d"])
+    entity, offsets = layout.entity_field.encode(), layout.offsets_field.encode()
+
+    def args(names):
+        return framed.read_arguments(layout, 12, names)
+
+    # Every feature in the layout's order: the stored element as it is.
+    assert args(["a", "b", "c", "d"]) == [entity, b"", b"12", b"4", b"4", b"0", b"a,b,c,d"]
+    # Other lists: runs of consecutive positions, in request order.
+    assert args(["b", "c", "a", "d"]) == [
+        entity, offsets, b"12", b"4", b"4", b"3", b"2", b"3", b"1", b"1", b"4", b"4",
+        b"b,c,a,d",
+    ]
+    assert args(["c"]) == [entity, offsets, b"12", b"4", b"1", b"1", b"3", b"3", b"c"]
+    # No layout, or a name the layout lacks: field by field.
+    assert framed.read_arguments(None, 12, ["b"]) == [b"", b"", b"12", b"0", b"1", b"0", b"b"]
+    assert args(["a", "zz"])[:2] == [b"", b""]
+
+
+def test_framed_fields_follow_the_feature_order() -> None:
+    first = framed_fields(["a", "b"])
+    assert first == framed_fields(("a", "b"))
+    assert first[0] != framed_fields(["b", "a"])[0]
+    assert first[0].startswith("@") and first[1].startswith("@") and first[0] != first[1]
