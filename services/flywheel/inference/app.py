@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,7 +31,6 @@ from flywheel.inference.model_store import ModelStore
 from flywheel.inference.prediction_log import PredictionLog
 from flywheel.inference.predictor import Predictor
 from flywheel.inference.settings import InferenceSettings
-from flywheel.oip import grpc_service_pb2_grpc as oip_grpc
 from flywheel.v1 import common_pb2, prediction_pb2_grpc
 
 log = logging.getLogger("flywheel.inference")
@@ -72,8 +72,14 @@ class InferenceApp:
             max_batch_size=self.settings.max_batch_size,
             max_queue_delay_us=self.settings.max_queue_delay_us,
             batchable=model.batchable,
-            on_batch=BATCH_SIZE.labels(model.meta.model_name).observe,
+            on_batch=BATCH_SIZE.observer(model.meta.model_name),
             inline_max_run_us=self.settings.inline_max_run_us,
+            # A run on the calling thread alone is timed by that thread's CPU time (see
+            # batcher.py); anything else (GPU, intra-op threads) by the wall clock.
+            clock=(time.thread_time
+                   if model.session.providers == ("CPUExecutionProvider",)
+                   and self.settings.intra_op_threads == 1
+                   else time.perf_counter),
         )
 
     async def start(self) -> None:
@@ -99,7 +105,9 @@ class InferenceApp:
         predictions = self.topics.predictions
         producer = self.producer
         prediction_log = PredictionLog(
-            lambda key, record: producer.send(predictions, key, record),
+            lambda records, headers, on_delivery: producer.produce_all(
+                predictions.name, records, headers, on_delivery),
+            predictions.type_name,
             wait_for_ack=settings.log_wait_for_ack,
             timeout_s=settings.log_timeout_s,
         )
@@ -112,7 +120,7 @@ class InferenceApp:
             self.store, self.feature_store.fetch, prediction_log, max_rows=settings.max_predict_rows
         )
         self.server.add_service(
-            oip_grpc.add_GRPCInferenceServiceServicer_to_server,
+            oip_servicer.add_to_server,
             oip_servicer.OipServicer(self.store, lambda: self.readiness.ready),
             oip_servicer.SERVICE_NAME,
         )

@@ -173,7 +173,10 @@ class FeatureStoreClient:
             if entity is None or entity.status != FOUND:
                 result.append(StoredEntity(entity_id, False, ()))
             else:
-                result.append(StoredEntity(entity_id, True, [numeric(v) for v in entity.values]))
+                result.append(StoredEntity(entity_id, True, [
+                    v.double_value if v.HasField("double_value") else numeric(v)
+                    for v in entity.values
+                ]))
         return result
 
     async def close(self) -> None:

@@ -36,6 +36,11 @@ class ServedVersion:
     batcher: Batcher
 
     @property
+    def version_text(self) -> str:
+        """The version as the Open Inference Protocol writes it (a decimal string)."""
+        return str(self.loaded.meta.version)
+
+    @property
     def meta(self) -> common_pb2.ModelVersion:
         return self.loaded.meta
 
@@ -99,8 +104,11 @@ class ModelStore:
             if served is None:
                 raise NotFound(f"model {name!r} version {version} is not served", field="version")
             return served
-        served = {CHAMPION: state.champion, SHADOW: state.shadow}.get(alias, False)
-        if served is False:
+        if alias == CHAMPION:
+            served = state.champion
+        elif alias == SHADOW:
+            served = state.shadow
+        else:
             raise NotFound(f"model {name!r} has no alias {alias!r}", field="model")
         if served is None:
             raise Unavailable(f"model {name!r} has no {alias} version loaded")

@@ -5,6 +5,10 @@ version: NOT_FOUND; a request that does not match the model's signature: INVALID
 no model loaded yet: UNAVAILABLE; a message over the size limit is refused by gRPC itself
 with RESOURCE_EXHAUSTED. ModelInfer is a raw tensor endpoint: it is not logged to the
 predictions topic (Predict is the logged, entity-keyed path).
+
+ModelInfer answers the encoded ModelInferResponse (oip_codec assembles a raw answer as bytes),
+so `add_to_server` registers it without a response serializer; every other method is
+registered as the generated code does.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from flywheel.inference.oip_codec import (
     decode_request,
     encode_response,
     parse_version,
+    plan_of,
     tensor_metadata,
 )
 from flywheel.oip import grpc_service_pb2 as oip
@@ -71,11 +76,35 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
             outputs=tensor_metadata(signature.outputs),
         )
 
-    async def ModelInfer(self, request, context: grpc.aio.ServicerContext):
-        if not request.model_name:
+    async def ModelInfer(self, request, context: grpc.aio.ServicerContext) -> bytes:
+        """The encoded ModelInferResponse (registered without a response serializer)."""
+        name = request.model_name
+        if not name:
             raise InvalidArgument("model_name is required", field="model_name")
-        served = self._store.resolve(request.model_name, parse_version(request.model_version))
+        version = request.model_version
+        served = self._store.resolve(name, parse_version(version) if version else 0)
         signature = served.loaded.signature
-        decoded = decode_request(request, signature)
+        plan = plan_of(signature)
+        decoded = decode_request(request, signature, plan)
         outputs = await served.batcher.infer(decoded.feeds)
-        return encode_response(request, str(served.version), signature, decoded, outputs)
+        return encode_response(request, served.version_text, signature, decoded, outputs, plan)
+
+
+def add_to_server(servicer: OipServicer, server: grpc.aio.Server) -> None:
+    """Registers the service as the generated code would, but ModelInfer answers the bytes it
+    is handed (no response serializer)."""
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, name),
+            request_deserializer=getattr(oip, f"{name}Request").FromString,
+            response_serializer=getattr(oip, f"{name}Response").SerializeToString,
+        )
+        for name in ("ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata")
+    }
+    handlers["ModelInfer"] = grpc.unary_unary_rpc_method_handler(
+        servicer.ModelInfer,
+        request_deserializer=oip.ModelInferRequest.FromString,
+        response_serializer=None,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)

@@ -6,9 +6,22 @@ labels both.
 
 By default a Predict answers only after Kafka acknowledged every record of the request: a
 prediction id the caller holds is then always joinable with its feedback. All records of a
-request are queued at once and their acks awaited together, so the wait costs one broker
+request are queued at once (one call into the producer, with the request's headers: message
+type, request id, traceparent) and their acks awaited together, so the wait costs one broker
 round trip (plus the producer's linger), not one per row. With `wait_for_ack` off the records
 are fire-and-forget and a failed delivery is only logged and counted.
+
+The path is kept lean because every Predict takes it:
+
+- `RecordEncoder` encodes the fields every record of one model version and role shares
+  (names, version, sha256, feature names, ...) once; a record is those bytes followed by its
+  own fields (id, entity, features, output, time, request id). Protobuf reads concatenated
+  encodings as one message, so the record decodes exactly as if built in one piece.
+- Delivery reports come from the producer's poll thread. They go into one inbox, and the event
+  loop is woken once per batch of reports (not once per record); each request's outcome is
+  settled there, and its waiting call resumes directly (no gather, no wait_for).
+- The acknowledgement deadline of every waiting request is kept in one queue (all share the
+  same timeout, so it is in deadline order), swept by a single timer.
 """
 
 from __future__ import annotations
@@ -16,13 +29,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter
 
 from flywheel.common.context import current_request_id
 from flywheel.common.errors import FlywheelError, Unavailable
+from flywheel.common.kafka.headers import Headers, standard_headers
 from flywheel.v1 import common_pb2, events_pb2
 
 log = logging.getLogger("flywheel.inference.prediction_log")
@@ -36,7 +52,55 @@ LOG_FAILED = Counter(
     "flywheel_inference_prediction_log_failures_total", "Prediction records Kafka refused."
 )
 
-Send = Callable[[str, events_pb2.PredictionLogged], Awaitable[object]]
+# (records as (key, value), headers shared by them, on_delivery(error, message) called once
+# per record, from the producer's poll thread) -> None; raises a FlywheelError (and reports
+# the records it could not queue as failed) when the producer refuses.
+ProduceAll = Callable[[Sequence[tuple[bytes, bytes]], Headers, Callable[[Any, Any], None]], None]
+
+
+class LogRecord(NamedTuple):
+    """One encoded PredictionLogged and what its acknowledgement is counted under."""
+
+    key: bytes
+    value: bytes
+    model_name: str
+    role: int
+
+
+class RecordEncoder:
+    """Encodes the PredictionLogged records of one model version in one role."""
+
+    def __init__(self, meta: common_pb2.ModelVersion, role: int) -> None:
+        self.model_name = meta.model_name
+        self.role = role
+        self._shared = events_pb2.PredictionLogged(
+            model_name=meta.model_name,
+            model_version=meta.version,
+            artifact_sha256=meta.sha256,
+            role=role,
+            entity_type=meta.entity_type,
+            feature_names=meta.feature_names,
+            task=meta.task,
+        ).SerializeToString()
+
+    def encode(
+        self,
+        *,
+        prediction_id: str,
+        entity_id: str,
+        features: Sequence[float],
+        output: common_pb2.ModelOutput,
+        now: Timestamp,
+        request_id: str,
+    ) -> bytes:
+        return self._shared + events_pb2.PredictionLogged(
+            prediction_id=prediction_id,
+            entity_id=entity_id,
+            features=features,
+            output=output,
+            prediction_time=now,
+            request_id=request_id,
+        ).SerializeToString()
 
 
 def prediction_record(
@@ -49,6 +113,7 @@ def prediction_record(
     output: common_pb2.ModelOutput,
     now: Timestamp,
 ) -> events_pb2.PredictionLogged:
+    """The record as one message (what `RecordEncoder.encode` bytes decode to)."""
     return events_pb2.PredictionLogged(
         prediction_id=prediction_id,
         model_name=meta.model_name,
@@ -72,43 +137,135 @@ def timestamp_now() -> Timestamp:
     return now
 
 
+class _Publish:
+    """The records of one request on their way: settled on the loop, once."""
+
+    __slots__ = ("future", "inbox", "left", "records", "settled")
+
+    def __init__(self, records: Sequence[LogRecord], future: asyncio.Future | None,
+                 inbox: _Inbox) -> None:
+        self.records = records
+        self.left = len(records)
+        self.future = future
+        self.inbox = inbox
+        self.settled = False
+
+    def on_delivery(self, error: Any, _message: Any) -> None:
+        """The producer's delivery report for one record (poll thread, or the loop when
+        the record was never queued)."""
+        self.inbox.put(self, error)
+
+
+class _Inbox:
+    """Delivery reports, handed from the producer's poll thread to the event loop: the loop
+    is woken once for all the reports that arrived before it got round to them."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, drain: Callable[[], None]) -> None:
+        self.loop = loop
+        self._drain = drain
+        self.reports: deque[tuple[_Publish, Any]] = deque()
+        self.wake_pending = False
+
+    def put(self, publish: _Publish, error: Any) -> None:
+        self.reports.append((publish, error))  # deque.append is atomic
+        if not self.wake_pending:
+            self.wake_pending = True
+            self.loop.call_soon_threadsafe(self._drain)
+
+
 class PredictionLog:
-    def __init__(self, send: Send, *, wait_for_ack: bool, timeout_s: float) -> None:
-        self._send = send
+    def __init__(
+        self, produce_all: ProduceAll, type_name: str, *, wait_for_ack: bool, timeout_s: float
+    ) -> None:
+        self._produce_all = produce_all
+        self._type_name = type_name
         self._wait = wait_for_ack
         self._timeout_s = timeout_s
+        self._inbox: _Inbox | None = None
+        # (deadline, publish) of the requests waiting for acks, in deadline order.
+        self._deadlines: deque[tuple[float, _Publish]] = deque()
+        self._sweep_at: asyncio.TimerHandle | None = None
+        self._logged: dict[tuple[str, int], Any] = {}
 
-    async def publish(self, keyed: Sequence[tuple[str, events_pb2.PredictionLogged]]) -> None:
-        """Queues every (join key, record), then (by default) awaits all their acks at once."""
-        if not keyed:
+    async def publish(self, records: Sequence[LogRecord]) -> None:
+        """Queues every record, then (by default) awaits all their acks at once."""
+        if not records:
             return
-        records = [record for _, record in keyed]
-        futures = [asyncio.ensure_future(self._send(key, record)) for key, record in keyed]
-        if not self._wait:
-            for future, record in zip(futures, records):
-                future.add_done_callback(_count(record))
-            return
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = _Inbox(asyncio.get_running_loop(), self._drain)
+        loop = inbox.loop
+        future = loop.create_future() if self._wait else None
+        publish = _Publish(records, future, inbox)
         try:
-            await asyncio.wait_for(asyncio.gather(*futures), self._timeout_s)
-        except TimeoutError:
-            LOG_FAILED.inc(len(records))
-            raise Unavailable(
-                f"the prediction log did not acknowledge within {self._timeout_s}s; retry"
-            ) from None
+            self._produce_all([(r.key, r.value) for r in records],
+                              standard_headers(self._type_name), publish.on_delivery)
         except FlywheelError:
+            publish.settled = True
             LOG_FAILED.inc(len(records))
             raise
-        for record in records:
-            LOGGED.labels(record.model_name, common_pb2.ModelRole.Name(record.role)).inc()
+        if future is None:
+            return
+        deadline = loop.time() + self._timeout_s
+        self._deadlines.append((deadline, publish))
+        if self._sweep_at is None:
+            self._sweep_at = loop.call_at(deadline, self._sweep)
+        await future
 
+    # -- on the loop ------------------------------------------------------------------------
 
-def _count(record: events_pb2.PredictionLogged) -> Callable[[asyncio.Future], None]:
-    def done(future: asyncio.Future) -> None:
-        if future.cancelled() or future.exception() is not None:
-            LOG_FAILED.inc()
-            log.warning("prediction %s was not logged: %s", record.prediction_id,
-                        None if future.cancelled() else future.exception())
-        else:
-            LOGGED.labels(record.model_name, common_pb2.ModelRole.Name(record.role)).inc()
+    def _drain(self) -> None:
+        inbox = self._inbox
+        inbox.wake_pending = False  # first: a report arriving from now on wakes the loop again
+        reports = inbox.reports
+        while reports:
+            publish, error = reports.popleft()
+            if publish.settled:
+                continue
+            if error is not None:
+                self._settle(publish, Unavailable(f"Kafka refused the record: {error.str()}"))
+            else:
+                publish.left -= 1
+                if publish.left == 0:
+                    self._settle(publish, None)
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][1].settled:
+            deadlines.popleft()
 
-    return done
+    def _settle(self, publish: _Publish, error: FlywheelError | None) -> None:
+        publish.settled = True
+        future = publish.future
+        if error is not None:
+            LOG_FAILED.inc(len(publish.records))
+            if future is None:
+                log.warning("%d prediction records were not logged: %s",
+                            len(publish.records), error.message)
+            elif not future.done():
+                future.set_exception(error)
+            return
+        for record in publish.records:
+            self._counter(record.model_name, record.role).inc()
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def _sweep(self) -> None:
+        self._sweep_at = None
+        loop = self._inbox.loop
+        now = loop.time()
+        deadlines = self._deadlines
+        while deadlines:
+            deadline, publish = deadlines[0]
+            if not publish.settled:
+                if deadline > now:
+                    self._sweep_at = loop.call_at(deadline, self._sweep)
+                    return
+                self._settle(publish, Unavailable(
+                    f"the prediction log did not acknowledge within {self._timeout_s}s; retry"))
+            deadlines.popleft()
+
+    def _counter(self, model_name: str, role: int) -> Any:
+        counter = self._logged.get((model_name, role))
+        if counter is None:
+            counter = self._logged[(model_name, role)] = LOGGED.labels(
+                model_name, common_pb2.ModelRole.Name(role))
+        return counter

@@ -32,17 +32,11 @@ class PredictionServicer(prediction_pb2_grpc.PredictionServiceServicer):
             entity_ids=list(request.entity_ids.ids) if which == "entity_ids" else None,
             rows=[list(r.values) for r in request.rows.rows] if which == "rows" else None,
         )
-        return prediction_pb2.PredictResponse(
-            model_name=result.model_name,
-            model_version=result.model_version,
-            predictions=[
-                prediction_pb2.RowPrediction(
-                    prediction_id=row.prediction_id,
-                    entity_id=row.entity_id,
-                    status=row.status,
-                    output=row.output,
-                    detail=row.detail,
-                )
-                for row in result.rows
-            ],
+        response = prediction_pb2.PredictResponse(
+            model_name=result.model_name, model_version=result.model_version
         )
+        add = response.predictions.add
+        for row in result.rows:
+            add(prediction_id=row.prediction_id, entity_id=row.entity_id, status=row.status,
+                output=row.output, detail=row.detail)
+        return response

@@ -20,10 +20,16 @@ from dataclasses import dataclass
 import numpy as np
 from prometheus_client import Counter
 
+from flywheel.common.context import current_request_id
 from flywheel.common.errors import InvalidArgument
 from flywheel.common.registry import CHAMPION
 from flywheel.inference.model_store import ModelStore, ServedVersion
-from flywheel.inference.prediction_log import PredictionLog, prediction_record, timestamp_now
+from flywheel.inference.prediction_log import (
+    LogRecord,
+    PredictionLog,
+    RecordEncoder,
+    timestamp_now,
+)
 from flywheel.v1 import common_pb2, prediction_pb2
 
 log = logging.getLogger("flywheel.inference.predictor")
@@ -87,6 +93,9 @@ class Predictor:
         self._fetch = fetch
         self._log = prediction_log
         self._max_rows = max_rows
+        # (model name, version, role) -> its record encoder; (model, status) -> ROWS child.
+        self._encoders: dict[tuple[str, int, int], RecordEncoder] = {}
+        self._row_counters: dict[tuple[str, int], Counter] = {}
 
     async def predict(
         self,
@@ -118,28 +127,47 @@ class Predictor:
             matrix = np.asarray([vectors[i] for i in scored], dtype=np.float64)
             champion_out, shadow_out = await self._run(served, shadow, matrix)
             now = timestamp_now()
-            role = CHAMPION_ROLE if served is state.champion else SHADOW_ROLE
+            request_id = current_request_id()
+            encoder = self._encoder(meta, CHAMPION_ROLE if served is state.champion else SHADOW_ROLE)
+            shadow_encoder = self._encoder(shadow.meta, SHADOW_ROLE) if shadow_out else None
             records = []
             for k, i in enumerate(scored):
                 row = results[i]
-                row.prediction_id = uuid.uuid4().hex
+                row.prediction_id = prediction_id = uuid.uuid4().hex
                 row.output = champion_out[k]
-                records.append((row.prediction_id, prediction_record(
-                    prediction_id=row.prediction_id, meta=meta, role=role,
-                    entity_id=row.entity_id, features=vectors[i], output=row.output, now=now,
-                )))
-                if shadow_out is not None:
+                key = prediction_id.encode()
+                records.append(LogRecord(key, encoder.encode(
+                    prediction_id=prediction_id, entity_id=row.entity_id, features=vectors[i],
+                    output=row.output, now=now, request_id=request_id,
+                ), encoder.model_name, encoder.role))
+                if shadow_encoder is not None:
                     # Keyed by the champion's prediction id: the caller's feedback for that id
                     # lands on the same partition and labels the shadow's row too.
-                    records.append((row.prediction_id, prediction_record(
-                        prediction_id=uuid.uuid4().hex, meta=shadow.meta, role=SHADOW_ROLE,
-                        entity_id=row.entity_id, features=vectors[i], output=shadow_out[k],
-                        now=now,
-                    )))
+                    records.append(LogRecord(key, shadow_encoder.encode(
+                        prediction_id=uuid.uuid4().hex, entity_id=row.entity_id,
+                        features=vectors[i], output=shadow_out[k], now=now,
+                        request_id=request_id,
+                    ), shadow_encoder.model_name, shadow_encoder.role))
             await self._log.publish(records)
         for row in results:
-            ROWS.labels(name, prediction_pb2.RowStatus.Name(row.status)).inc()
+            self._rows(name, row.status).inc()
         return PredictResult(name, meta.version, results)
+
+    def _encoder(self, meta: common_pb2.ModelVersion, role: int) -> RecordEncoder:
+        key = (meta.model_name, meta.version, role)
+        encoder = self._encoders.get(key)
+        if encoder is None:
+            if len(self._encoders) >= 64:
+                self._encoders.clear()
+            encoder = self._encoders[key] = RecordEncoder(meta, role)
+        return encoder
+
+    def _rows(self, name: str, status: int) -> Counter:
+        counter = self._row_counters.get((name, status))
+        if counter is None:
+            counter = self._row_counters[(name, status)] = ROWS.labels(
+                name, prediction_pb2.RowStatus.Name(status))
+        return counter
 
     async def _from_store(
         self, meta: common_pb2.ModelVersion, entity_ids: list[str]
@@ -148,21 +176,26 @@ class Predictor:
         stored = await self._fetch(meta.entity_type, entity_ids, names)
         results: list[RowResult] = []
         vectors: list[list[float] | None] = []
+        width = len(names)
         for entity_id, entity in zip(entity_ids, stored):
             if not entity.found:
                 results.append(RowResult(entity_id, ENTITY_NOT_FOUND,
                                          detail=f"no features stored for {entity_id!r}"))
                 vectors.append(None)
                 continue
-            missing = [n for n, v in zip(names, entity.values)
-                       if v is None or not math.isfinite(v)]
-            if missing or len(entity.values) != len(names):
-                results.append(RowResult(entity_id, FEATURE_MISSING,
-                                         detail=f"missing or unusable features: {missing}"))
-                vectors.append(None)
-                continue
+            values = entity.values
+            # The common case in one pass: every value there, and their sum finite (a NaN or
+            # an Inf anywhere would make it NaN or Inf); else the value-by-value check.
+            if not (len(values) == width and None not in values
+                    and math.isfinite(sum(values))):
+                missing = [n for n, v in zip(names, values) if v is None or not math.isfinite(v)]
+                if missing or len(values) != width:
+                    results.append(RowResult(entity_id, FEATURE_MISSING,
+                                             detail=f"missing or unusable features: {missing}"))
+                    vectors.append(None)
+                    continue
             results.append(RowResult(entity_id, OK))
-            vectors.append([float(v) for v in entity.values])
+            vectors.append(list(values))
         return results, vectors
 
     async def _run(

@@ -141,7 +141,20 @@ class Session:
             tuple(_tensor_spec(a) for a in self._session.get_outputs()),
         )
         self._output_names = [t.name for t in self.signature.outputs]
+        # A CPU-only session is run through ONNX Runtime's C session directly, without the
+        # Python wrapper's per-call work: its checks (every input fed, OrtValue ownership,
+        # graph capture) hold by construction here (callers feed exactly the signature's
+        # inputs, as numpy arrays; a missing one still fails in the run), and its run-time
+        # fallback from a failing accelerator to the CPU has nothing to fall back from.
+        # Any other session (or an ONNX Runtime without `_sess`) takes the public `run`.
+        direct = getattr(self._session, "_sess", None)
+        self._direct_run = (
+            direct.run if direct is not None and self.providers == ("CPUExecutionProvider",)
+            else None
+        )
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Every output, in signature order. Blocking: callers run it in a worker thread."""
+        """Every output, in signature order. Blocking (the batcher decides on which thread)."""
+        if self._direct_run is not None:
+            return self._direct_run(self._output_names, feeds, None)
         return self._session.run(self._output_names, feeds)

@@ -141,3 +141,98 @@ async def test_slow_runs_stay_on_the_worker_thread(executor):
     for i in range(12):
         await batcher.infer({"x": _rows(i, 1)})
     assert threading.get_ident() not in threads
+
+
+async def test_a_fast_model_timed_slow_on_the_thread_is_probed_back_onto_the_loop(executor):
+    """Thread runs end after the GIL came back, which under load can take long: the estimate
+    they give is only an upper bound. A class that looks slow but not very slow is probed
+    on the loop, and the probe's exact time puts it back there."""
+    import threading
+    import time
+
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+
+    def run(feeds):
+        threads.append(threading.get_ident())
+        if threading.get_ident() != loop_thread:
+            time.sleep(0.0005)  # stands in for the wait for the GIL after the run
+        return [feeds["x"] * 2]
+
+    batcher = Batcher(run, executor, max_batch_size=64, max_queue_delay_us=0,
+                      inline_max_run_us=100)
+    for i in range(12):
+        doubled, = await batcher.infer({"x": _rows(i, 1)})
+        np.testing.assert_array_equal(doubled, _rows(i, 1) * 2)
+    assert threads[0] != loop_thread
+    assert threads[-4:] == [loop_thread] * 4
+
+
+async def test_a_model_slower_than_the_bound_is_probed_rarely_and_stays_on_the_thread(executor):
+    import threading
+    import time
+
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+
+    def slow(feeds):
+        threads.append(threading.get_ident())
+        time.sleep(0.0005)
+        return [feeds["x"] * 2]
+
+    batcher = Batcher(slow, executor, max_batch_size=64, max_queue_delay_us=0,
+                      inline_max_run_us=100)
+    for i in range(8 + 2 * 65 + 1):
+        await batcher.infer({"x": _rows(i, 1)})
+    on_loop = [i for i, t in enumerate(threads) if t == loop_thread]
+    # One probe right after calibration, then one every 64 thread runs.
+    assert on_loop == [8, 8 + 65, 8 + 130]
+
+
+async def test_a_full_batch_finding_the_batcher_idle_runs_at_once_on_the_loop(executor):
+    import threading
+
+    threads: list[int] = []
+    sizes: list[int] = []
+
+    def run(feeds):
+        threads.append(threading.get_ident())
+        return [feeds["x"] * 2]
+
+    batcher = Batcher(run, executor, max_batch_size=4, max_queue_delay_us=50_000,
+                      inline_max_run_us=50_000, on_batch=sizes.append)
+    for i in range(8):  # calibration of the size class of 5 rows, on the worker thread
+        await batcher.infer({"x": _rows(i, 5)})
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    doubled, = await batcher.infer({"x": _rows(100, 5)})
+    np.testing.assert_array_equal(doubled, _rows(100, 5) * 2)
+    assert loop.time() - began < 0.04  # no queue delay
+    assert threads[-1] == threading.get_ident() and sizes == [5] * 9
+    # A small request still waits for company and shares a run.
+    small = await asyncio.gather(batcher.infer({"x": _rows(0, 1)}), batcher.infer({"x": _rows(1, 1)}))
+    assert sizes[-1] == 2 and [d.shape for d, in small] == [(1, 3), (1, 3)]
+
+
+async def test_timed_by_thread_cpu_time_a_wait_after_the_run_does_not_count(executor):
+    """With clock=time.thread_time (a session computing on the calling thread alone), the
+    time a run spends waiting (for the GIL, say) is not run time: a fast model goes inline
+    after calibration even when every run on the worker thread waits."""
+    import threading
+    import time
+
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+
+    def run(feeds):
+        threads.append(threading.get_ident())
+        if threading.get_ident() != loop_thread:
+            time.sleep(0.005)  # waiting costs no CPU time
+        return [feeds["x"] * 2]
+
+    batcher = Batcher(run, executor, max_batch_size=64, max_queue_delay_us=0,
+                      inline_max_run_us=1000, clock=time.thread_time)
+    for i in range(12):
+        await batcher.infer({"x": _rows(i, 1)})
+    assert threads[:8] == [threads[0]] * 8 and threads[0] != loop_thread
+    assert threads[8:] == [loop_thread] * 4

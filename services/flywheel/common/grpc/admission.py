@@ -4,8 +4,9 @@ RESOURCE_EXHAUSTED at once (load shed instead of a growing queue).
 This replaces grpc.aio's own ``maximum_concurrent_rpcs``, which decides whether to admit the
 *next* call at the moment it accepts the previous one: once the limit was reached, the first
 call after the burst is refused even by a server that has been idle since (grpcio 1.81). Here
-a call is counted from its arrival to the end of its handler. The server interceptor applies
-it (health checks and reflection are never counted nor refused, so probes keep answering).
+a call is counted from its arrival to the end of its handler. The wrapper every service
+method gets at registration applies it (interceptors.py; health checks and reflection are
+never counted nor refused, so probes keep answering).
 """
 
 from __future__ import annotations

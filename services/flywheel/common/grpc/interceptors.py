@@ -1,18 +1,28 @@
-"""The server interceptor: admission, request id in, domain errors mapped to status codes out.
+"""Every service method's common behaviour: admission, request id in, domain errors mapped to
+status codes out.
 
 This is the one mapping from `FlywheelError.code` to a gRPC status. Anything else raised by a
 servicer is logged with its request id and answered INTERNAL without internals.
 
-Every RPC passes here, and only here (one wrapper per call, not a chain), so the path is kept
-lean: admission is a counter check, a method's wrapped handler is built once and
-reused while the server hands out the same inner handler, the metadata is scanned once without
-building a dict, and a missing request id is minted without a system call.
+The behaviour is applied once, when a service registers, not per call: `GrpcServer.add_service`
+hands the service's `add_*_to_server` function a `WrappingRegistrar` in place of the grpc.aio
+server, and every method handler registered through it (`add_generic_rpc_handlers` or
+`add_registered_method_handlers`, with or without request deserializer and response
+serializer) is replaced by one whose behaviour runs inside `_wrap_unary_response` or
+`_wrap_stream_response`. A call then costs one coroutine frame around the servicer's method and
+no grpc.aio server interceptor (whose async continuation chain runs for every call, before
+the handler is even found). Health and reflection are registered on the server directly and
+are never wrapped: probes are never counted nor refused.
+
+The per-call path is kept lean: admission is a counter check, the metadata is scanned once
+without building a dict, and a missing request id is minted without a system call.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -32,12 +42,15 @@ log = logging.getLogger("flywheel.grpc")
 REQUEST_ID_KEY = "x-request-id"
 TRACEPARENT_KEY = "traceparent"
 
+# Methods never wrapped (never counted nor refused), even when registered through a registrar.
+UNWRAPPED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
 
 def status_of(error: FlywheelError) -> grpc.StatusCode:
     return grpc.StatusCode[error.code]
 
 
-def _enter_context(context: grpc.aio.ServicerContext) -> tuple[str, Any, Any]:
+def _enter_context(context: grpc.aio.ServicerContext) -> tuple[Any, Any]:
     request_id = traceparent = ""
     for key, value in context.invocation_metadata() or ():
         # A repeated key: the last one wins (as it did with a dict of the pairs).
@@ -52,7 +65,7 @@ def _enter_context(context: grpc.aio.ServicerContext) -> tuple[str, Any, Any]:
     token_r = request_id_var.set(request_id)
     token_t = traceparent_var.set(traceparent)
     context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
-    return request_id, token_r, token_t
+    return token_r, token_t
 
 
 async def _fail(context: grpc.aio.ServicerContext, error: BaseException, method: str) -> None:
@@ -65,10 +78,12 @@ async def _fail(context: grpc.aio.ServicerContext, error: BaseException, method:
 
 
 def _wrap_unary_response(behavior: Callable, method: str, admission: Admission) -> Callable:
+    """A coroutine method (unary or stream request, one response)."""
+
     async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
         if not admission.try_enter():
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, admission.refusal)
-        _, token_r, token_t = _enter_context(context)
+        token_r, token_t = _enter_context(context)
         try:
             return await behavior(request_or_iterator, context)
         except AbortError:
@@ -84,10 +99,15 @@ def _wrap_unary_response(behavior: Callable, method: str, admission: Admission) 
 
 
 def _wrap_stream_response(behavior: Callable, method: str, admission: Admission) -> Callable:
+    """An async generator method (responses yielded); a coroutine method that writes its
+    responses with `context.write` keeps that form."""
+    if inspect.iscoroutinefunction(behavior):
+        return _wrap_unary_response(behavior, method, admission)
+
     async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator:
         if not admission.try_enter():
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, admission.refusal)
-        _, token_r, token_t = _enter_context(context)
+        token_r, token_t = _enter_context(context)
         try:
             async for item in behavior(request_or_iterator, context):
                 yield item
@@ -103,34 +123,13 @@ def _wrap_stream_response(behavior: Callable, method: str, admission: Admission)
     return handler
 
 
-class ContextAndErrorsInterceptor(grpc.aio.ServerInterceptor):
-    """Admits, sets the request id / traceparent context and maps errors for every method."""
-
-    def __init__(self, admission: Admission) -> None:
-        self.admission = admission
-        # method -> (the inner handler, its wrapped handler): wrapping happens once per method.
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    async def intercept_service(
-        self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = _wrap(handler, method, self.admission)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
-
-
-def _wrap(
+def wrap_method_handler(
     handler: grpc.RpcMethodHandler, method: str, admission: Admission
 ) -> grpc.RpcMethodHandler:
-    """`handler` with the request context set and errors mapped (health and reflection as is)."""
-    if method.startswith(("/grpc.health.v1.", "/grpc.reflection.")):
+    """`handler` (of the full method name `method`) with admission, the request context and
+    the error mapping; its (de)serializers as they are, None included. Health and reflection
+    as is."""
+    if method.startswith(UNWRAPPED_PREFIXES):
         return handler
     kwargs = {
         "request_deserializer": handler.request_deserializer,
@@ -151,3 +150,64 @@ def _wrap(
     return grpc.stream_stream_rpc_method_handler(
         _wrap_stream_response(handler.stream_stream, method, admission), **kwargs
     )
+
+
+class _Wrapped:
+    """Full method name -> (the handler as registered, its wrapped form): a handler is wrapped
+    once, whichever registration path (or call) meets it first."""
+
+    def __init__(self, admission: Admission) -> None:
+        self._admission = admission
+        self._by_method: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def get(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        cached = self._by_method.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = wrap_method_handler(handler, method, self._admission)
+        self._by_method[method] = (handler, wrapped)
+        return wrapped
+
+
+class _WrappingGenericHandler(grpc.GenericRpcHandler):
+    """A registered generic handler whose method handlers come back wrapped (each wrapped
+    once; a generic handler that answers a method with another handler later gets that one
+    wrapped in turn)."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, wrapped: _Wrapped) -> None:
+        self._inner = inner
+        self._wrapped = wrapped
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = self._inner.service(handler_call_details)
+        if handler is None:
+            return None
+        return self._wrapped.get(handler_call_details.method, handler)
+
+
+class WrappingRegistrar:
+    """What a service's `add_*_to_server(servicer, server)` gets as `server`: the method
+    handlers it registers reach the real server wrapped (`wrap_method_handler`); anything else
+    it asks of the server is passed through."""
+
+    def __init__(self, server: grpc.aio.Server, admission: Admission) -> None:
+        self._server = server
+        self._wrapped = _Wrapped(admission)
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(
+            tuple(_WrappingGenericHandler(h, self._wrapped) for h in generic_rpc_handlers)
+        )
+
+    def add_registered_method_handlers(
+        self, service_name: str, method_handlers: Mapping[str, grpc.RpcMethodHandler]
+    ) -> None:
+        # grpc.aio (1.81) ignores these and resolves through the generic handlers; wrapping
+        # here too keeps both paths identical (and warms the generic path's cache).
+        self._server.add_registered_method_handlers(service_name, {
+            name: self._wrapped.get(f"/{service_name}/{name}", handler)
+            for name, handler in method_handlers.items()
+        })
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._server, name)

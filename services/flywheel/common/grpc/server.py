@@ -1,5 +1,7 @@
-"""The gRPC server builder every service uses: health, reflection, interceptors, limits,
-graceful shutdown (NOT_SERVING, drain in-flight calls, stop within the grace period)."""
+"""The gRPC server builder every service uses: health, reflection, the common per-method
+behaviour (admission, request context, error mapping; applied when a service registers, see
+interceptors.py), limits, graceful shutdown (NOT_SERVING, drain in-flight calls, stop within
+the grace period)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from flywheel.common.grpc.admission import Admission
-from flywheel.common.grpc.interceptors import ContextAndErrorsInterceptor
+from flywheel.common.grpc.interceptors import WrappingRegistrar
 from flywheel.common.grpc.readiness import Readiness
 from flywheel.common.settings import ServiceSettings
 
@@ -31,8 +33,9 @@ class GrpcServer:
         # The concurrency limit is ours, not grpc.aio's maximum_concurrent_rpcs (which refuses
         # the first call after a burst even when idle; see admission.py).
         self.admission = Admission(settings.max_concurrent_rpcs)
+        # No server interceptor: the services' method handlers are wrapped as they register
+        # (add_service), which costs nothing per call beyond the wrapper itself.
         self._server = grpc.aio.server(
-            interceptors=[ContextAndErrorsInterceptor(self.admission)],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -44,13 +47,18 @@ class GrpcServer:
             reflection.SERVICE_NAME,
         ]
         health_pb2_grpc.add_HealthServicer_to_server(readiness.health, self._server)
+        self._registrar = WrappingRegistrar(self._server, self.admission)
         self._readiness_task: asyncio.Task | None = None
         self.port = 0
 
     def add_service(
         self, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any, full_name: str
     ) -> None:
-        add_to_server(servicer, self._server)
+        """Registers a service: `add_to_server(servicer, server)` (a generated
+        add_*_to_server, or one that calls `add_generic_rpc_handlers` and
+        `add_registered_method_handlers` itself) gets a registrar that wraps each method
+        handler with admission, the request context and the error mapping."""
+        add_to_server(servicer, self._registrar)
         self._service_names.append(full_name)
 
     async def start(self) -> int:
