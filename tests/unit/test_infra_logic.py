@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from flywheel.infra import InfraSettings, MissingBinaryError
-from flywheel.infra.kafka_broker import broker_config, jars_version
+from flywheel.infra.kafka_broker import broker_config, jars_version, new_cluster_id
 from flywheel.infra.ports import free_ports, port_is_free, resolve_ports
 from flywheel.infra.processes import ProcessRef, command_line, is_running, tail
 from flywheel.infra.settings import pom_kafka_version
@@ -162,3 +162,15 @@ def test_names_are_fresh_and_prefixed():
     assert first.topic("flywheel.events.v1") == f"{first.namespace}.flywheel.events.v1"
     assert first.group("features") == f"{first.namespace}.features"
     assert first.key("entity:1") == f"{first.namespace}:entity:1"
+
+
+def test_cluster_ids_never_start_with_a_dash_the_storage_tool_would_read_as_an_option(monkeypatch):
+    import uuid
+
+    # The first draw encodes to "-..." (0xf8 -> '-' in URL-safe base64); the second does not.
+    draws = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x01" * 16)])
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(draws))
+    assert new_cluster_id() == "AQEBAQEBAQEBAQEBAQEBAQ"
+    monkeypatch.undo()
+    ids = [new_cluster_id() for _ in range(2000)]
+    assert all(len(i) == 22 and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{21}", i) for i in ids)

@@ -156,8 +156,18 @@ def start(settings: InfraSettings, java: str, port: int, controller_port: int) -
     )
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: 16 bytes in URL-safe base64 without padding. One that starts
+    with '-' is drawn again, as Kafka's own generator does, because the storage tool would read
+    it as an option (a 1 in 64 chance per format otherwise)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _format_storage(settings: InfraSettings, java: str, config: Path, logs: Path) -> None:
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    cluster_id = new_cluster_id()
     argv = _java_command(settings, java, logs, "256m") + [
         "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
     ]
