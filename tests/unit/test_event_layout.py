@@ -137,11 +137,36 @@ def test_ingest_screens_big_batches_as_the_walk_does(changes: list[tuple[int, in
     for which, at, byte in changes:
         batch[which][at % len(batch[which])] = byte
     encoded = [bytes(e) for e in batch]
+    _screens_as_the_walk_does(Ingestor(VALIDATOR, None, None), encoded)  # type: ignore[arg-type]
+
+
+def test_one_screen_over_many_batches_of_mixed_layouts_screens_as_the_walk_does() -> None:
+    """Several layouts per event size (ids, nanos, counts and segments of varying sizes),
+    some events broken, one screen kept across batches as ingest keeps it: layouts are
+    learned, reordered and tried with the head filter, and every verdict is the walk's."""
+    rng = random.Random(7)
     ingestor = Ingestor(VALIDATOR, None, None)  # type: ignore[arg-type]
+    for batch_number in range(6):
+        batch = []
+        for i in range(400):
+            event = random_event(CUSTOMER, f"c{rng.randrange(10 ** rng.randrange(1, 5))}",
+                                 EVENT_TIME_MS - rng.randrange(0, 10_000), rng)
+            data = bytearray(event.SerializeToString())
+            if rng.random() < 0.05:
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            batch.append(bytes(data))
+        _screens_as_the_walk_does(ingestor, batch)
+    layouts = ingestor._layouts._by_size
+    assert sum(len(known) for known in layouts.values()) > len(layouts), \
+        "the batches should hold several layouts per size"
+
+
+def _screens_as_the_walk_does(ingestor: Ingestor, encoded: list[bytes]) -> None:
+    count_sent = len(encoded)
     outcome = Outcome()
     now = time.time()
     records, count = ingestor._screen(message_of(encoded), 0, outcome, keep_ids=True)
-    assert count == 200
+    assert count == count_sent
     expected_ok = []
     for index, data in enumerate(encoded):
         try:
@@ -151,7 +176,7 @@ def test_ingest_screens_big_batches_as_the_walk_does(changes: list[tuple[int, in
         if not VALIDATOR.problems(event, now):
             expected_ok.append((index, event))
     rejected = {r.index for r in outcome.rejections}
-    assert rejected == set(range(200)) - {index for index, _ in expected_ok}
+    assert rejected == set(range(count_sent)) - {index for index, _ in expected_ok}
     assert len(records) == len(expected_ok) == len(outcome.accepted_event_ids)
     for (key, value), (_, sent), event_id in zip(
         records, expected_ok, outcome.accepted_event_ids, strict=True

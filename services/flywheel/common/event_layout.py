@@ -19,8 +19,10 @@ learned from the traffic itself.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from flywheel.common.event_wire import read_varint, seconds_ceiling, varint
 from flywheel.common.validation import EntityRules
@@ -35,6 +37,9 @@ _BOOL = 0xFE  # 0 or 1
 _SECONDS_TOP = 0xF8  # the fifth byte of the seconds: 1 to 7 (non-zero is tested apart)
 _TOP_OF_TENTH = 0xFE  # the tenth byte of a 64-bit varint: 0 or 1
 _WORD = 8
+# The first words of an event, compared alone first when a try has this many rows or more.
+_HEAD_WORDS = 8
+_HEAD_FILTER_FROM = 32
 
 
 class Layout:
@@ -42,6 +47,9 @@ class Layout:
 
     __slots__ = (
         "_mask_words",
+        "_nanos_least",
+        "_nanos_mask",
+        "_nanos_span",
         "_stride",
         "_template_words",
         "exponent_columns",
@@ -75,35 +83,61 @@ class Layout:
         )
         self.seconds_at = seconds_at
         self.nanos_at, self.nanos_size = nanos
+        # A nanos varint of n bytes: its n bytes, the last of them not zero.
+        top = 8 * max(self.nanos_size - 1, 0)
+        self._nanos_mask = np.uint64((1 << (top + 8)) - 1)
+        self._nanos_least = np.uint64(1 << top)
+        most = _raw(_NANOS_BOUND - 1) if self.nanos_size == 5 else (1 << (top + 8)) - 1
+        self._nanos_span = np.uint64(most - (1 << top))
         self.key_at, self.key_size = key
         # (-1, 0) when the event carries no id.
         self.id_at, self.id_size = event_id
         self._stride = 0
 
-    def accepts(self, rows: np.ndarray, now_s: float) -> np.ndarray:
-        """Per row of `rows` (uint8, one event of this size per row from column 0, at least
-        8 bytes of slack after it, rows a multiple of 8 bytes long), whether it is valid."""
-        count, stride = rows.shape
+    def accepted(self, all_rows: np.ndarray, numbers: np.ndarray, now_s: float) -> np.ndarray:
+        """Which of the rows `numbers` of `all_rows` are valid events of this layout. Rows:
+        uint8, one event of this size per row from column 0, at least 8 bytes of slack after
+        it, rows a multiple of 8 bytes long."""
+        stride = all_rows.shape[1]
         if stride != self._stride:
             self._pad_to(stride)
-        words = rows.view(np.uint64)
-        ok = np.bitwise_or.reduce((words ^ self._template_words) & self._mask_words, axis=1) == 0
+        words = all_rows.view(np.uint64)
+        template, mask = self._template_words, self._mask_words
+        # A batch holds several layouts of one size, told apart mostly in their first bytes
+        # (lengths of ids and names, the size of the nanos): those first, on every row left;
+        # the whole structure and the values only on the rows that could be of this layout.
+        if numbers.size >= _HEAD_FILTER_FROM:
+            head = words[numbers, :_HEAD_WORDS]
+            numbers = numbers[np.bitwise_or.reduce(
+                (head ^ template[:_HEAD_WORDS]) & mask[:_HEAD_WORDS], axis=1) == 0]
+            if numbers.size == 0:
+                return numbers
+        rows = words[numbers]
+        ok = np.bitwise_or.reduce((rows ^ template) & mask, axis=1) == 0
+        if not ok.all():
+            numbers = numbers[ok]
+            rows = rows[ok]
+            if numbers.size == 0:
+                return numbers
+        return numbers[self._values_valid(rows.view(np.uint8), now_s)]
+
+    def _values_valid(self, rows: np.ndarray, now_s: float) -> np.ndarray:
+        """Per row of this layout's structure: its doubles and floats finite, its seconds
+        within `max_future_s` of now, its nanos below one second."""
+        seconds_span = _seconds_span(min(int(now_s + self.rules.max_future_s), _LATEST_SECONDS))
+        if seconds_span is None:
+            return np.zeros(rows.shape[0], dtype=bool)
+        # With every continuation bit fixed by the mask, a varint's little-endian bytes
+        # order as its value does: compare them as one integer. A range is one comparison:
+        # below its start, the unsigned difference wraps around past any span.
+        seconds = _column(rows, self.seconds_at) & _FIVE_BYTES
+        ok = (seconds - _FIVE_BYTE_LEAST) <= seconds_span
         if self.exponent_columns.size:
             exponents = rows.take(self.exponent_columns, axis=1).view(np.uint16)
-            ok &= ~((exponents & self.exponent_masks) == self.exponent_masks).any(axis=1)
-        # With every continuation bit fixed by the mask, a varint's little-endian bytes
-        # order as its value does: compare them as one integer.
-        latest = min(int(now_s + self.rules.max_future_s), _LATEST_SECONDS)
-        if latest < 1 << 28:
-            return np.zeros(count, dtype=bool)
-        seconds = _column(rows, self.seconds_at) & 0xFF_FFFF_FFFF
-        ok &= (seconds >= 1 << 32) & (seconds <= _raw(latest))
+            ok &= ((exponents & self.exponent_masks) != self.exponent_masks).all(axis=1)
         if self.nanos_size:
-            top = 8 * (self.nanos_size - 1)
-            nanos = _column(rows, self.nanos_at) & ((1 << (top + 8)) - 1)
-            ok &= nanos >= 1 << top
-            if self.nanos_size == 5:
-                ok &= nanos <= _raw(_NANOS_BOUND - 1)
+            nanos = _column(rows, self.nanos_at) & self._nanos_mask
+            ok &= (nanos - self._nanos_least) <= self._nanos_span
         return ok
 
     def _pad_to(self, stride: int) -> None:
@@ -122,6 +156,22 @@ def _column(rows: np.ndarray, at: int) -> np.ndarray:
 def _raw(value: int) -> int:
     """A varint's bytes read as a little-endian integer."""
     return int.from_bytes(varint(value), "little")
+
+
+# numpy scalars, so that comparisons with uint64 columns need no range check per call.
+_FIVE_BYTES = np.uint64(0xFF_FFFF_FFFF)
+_FIVE_BYTE_LEAST = np.uint64(1 << 32)  # a five-byte varint: the fifth byte is not zero
+_latest_seen: list = [None, None]  # (latest second, its span) of the last call
+
+
+def _seconds_span(latest: int) -> np.uint64 | None:
+    """How far above the least five-byte varint the raw varint of `latest` lies (None
+    before 1978, when no five-byte seconds can pass); one value per second, so kept from
+    the last call."""
+    if _latest_seen[0] != latest:
+        _latest_seen[1] = (np.uint64(_raw(latest) - (1 << 32)) if latest >= 1 << 28 else None)
+        _latest_seen[0] = latest
+    return _latest_seen[1]
 
 
 def learn(event: bytes, rules: EntityRules) -> Layout | None:
@@ -241,14 +291,14 @@ class LayoutScreen:
         accepted: list[Layout | None] = [None] * len(spans)
         if len(spans) < self._min_group:
             return accepted
-        sizes = np.fromiter((span[1] - span[0] for span in spans), dtype=np.intp,
-                            count=len(spans))
-        # One row per event, all as long as the longest plus a word of slack, whole words.
+        bounds = np.fromiter(chain.from_iterable(spans), dtype=np.intp, count=2 * len(spans))
+        starts = bounds[0::2]
+        sizes = bounds[1::2] - starts
+        # One row per event, all as long as the longest plus a word of slack, whole words,
+        # gathered in one indexing of the windows over the message.
         stride = (int(sizes.max()) // _WORD + 2) * _WORD
-        buffer = message + bytes(stride)
-        all_rows = np.frombuffer(
-            b"".join([buffer[start:start + stride] for start, _ in spans]), np.uint8
-        ).reshape(len(spans), stride)
+        padded = np.frombuffer(message + bytes(stride), np.uint8)
+        all_rows = sliding_window_view(padded, stride)[starts]
         values, counts = np.unique(sizes, return_counts=True)
         for size, count in zip(values.tolist(), counts.tolist(), strict=True):
             if count >= self._min_group:
@@ -263,7 +313,10 @@ class LayoutScreen:
         candidates = list(known)
         attempts = 0
         pending = numbers
-        while pending.size:
+        open_rows = np.ones(all_rows.shape[0], dtype=bool)
+        # A few stragglers go the slow way: the regex costs them less than another try, and
+        # a layout learned from them would mostly cost a try on every later batch.
+        while pending.size >= self._min_group:
             if candidates:
                 layout: Layout | None = candidates.pop(0)
             elif attempts < self._learn_per_group:
@@ -277,13 +330,15 @@ class LayoutScreen:
             else:
                 return
             assert layout is not None
-            ok = layout.accepts(all_rows[pending], now_s)
-            for number in pending[ok].tolist():
-                accepted[number] = layout
-            if ok.any() and layout in known and known[0] is not layout:
-                known.remove(layout)
-                known.insert(0, layout)  # the most useful first
-            pending = pending[~ok]
+            numbers = layout.accepted(all_rows, pending, now_s)
+            if numbers.size:
+                for number in numbers.tolist():
+                    accepted[number] = layout
+                if layout in known and known[0] is not layout:
+                    known.remove(layout)
+                    known.insert(0, layout)  # the most useful first
+                open_rows[numbers] = False
+                pending = pending[open_rows[pending]]
 
     def _learn(self, event: bytes, now_s: float) -> Layout | None:
         for rules in self._rules:
@@ -303,5 +358,7 @@ class LayoutScreen:
             if len(self._by_size) >= self._max_sizes:
                 self._by_size.pop(next(iter(self._by_size)))
             known = self._by_size[size] = []
-        known.insert(0, layout)
-        del known[self._layouts_per_size:]
+        # Last, in place of the layout that went longest without a hit: it moves forward
+        # when it proves useful, so a rare layout is not tried first on every batch.
+        del known[self._layouts_per_size - 1:]
+        known.append(layout)
