@@ -206,39 +206,41 @@ def split_repeated(message: bytes, field: int = 1) -> list[tuple[int, int]]:
     if tag >= 0x80:
         raise ValueError("only fields 1-15 are split")
     spans: list[tuple[int, int]] = []
+    append = spans.append
     at, size = 0, len(message)
     try:
         while at < size:
-            first = message[at + 1]
-            if message[at] == tag and first < 0x80:
-                start = at + 2
-                end = start + first
-            elif message[at] == tag and message[at + 2] < 0x80:
-                start = at + 3
-                end = start + (first & 0x7F | message[at + 2] << 7)
-            else:
-                key, at = read_varint(message, at)
-                if key >> 3 == 0 or key & 7 not in (0, 1, 2, 5):
-                    raise ValueError(f"unsupported field key {key} at byte {at}")
-                if key & 7 == 0:
-                    at = read_varint(message, at)[1]
+            # The field with a length of one or two bytes (under 16 KiB) comes first: that is
+            # every event. A field running past the end leaves `at` past it: checked once below.
+            if message[at] == tag:
+                first = message[at + 1]
+                if first < 0x80:
+                    at += 2 + first
+                    append((at - first, at))
                     continue
-                if key & 7 != 2:
-                    at += 8 if key & 7 == 1 else 4
+                second = message[at + 2]
+                if second < 0x80:
+                    start = at + 3
+                    at = start + (first & 0x7F | second << 7)
+                    append((start, at))
                     continue
-                length, start = read_varint(message, at)
-                end = start + length
-                if key != tag:
-                    at = end
-                    continue
-            if end > size:
-                raise ValueError(f"a field runs past the end of the message at byte {start}")
-            spans.append((start, end))
-            at = end
+            key, at = read_varint(message, at)
+            if key >> 3 == 0 or key & 7 not in (0, 1, 2, 5):
+                raise ValueError(f"unsupported field key {key} at byte {at}")
+            if key & 7 == 0:
+                at = read_varint(message, at)[1]
+                continue
+            if key & 7 != 2:
+                at += 8 if key & 7 == 1 else 4
+                continue
+            length, start = read_varint(message, at)
+            at = start + length
+            if key == tag:
+                append((start, at))
     except IndexError:
         raise ValueError("the message ends inside a field") from None
     if at > size:
-        raise ValueError("the message ends inside a field")
+        raise ValueError("a field runs past the end of the message")
     return spans
 
 

@@ -139,6 +139,24 @@ def test_a_producer_without_its_poll_thread_settles_while_its_owner_waits(
         quiet.close()
 
 
+def test_a_full_local_queue_is_waited_out_and_every_record_reported_once(kafka_bootstrap, topics):
+    """produce_all goes on where it stopped when the queue had no room: nothing skipped,
+    nothing sent twice."""
+    small = Producer(kafka_bootstrap, client_id="test-bus-small-queue",
+                     extra_config={"queue.buffering.max.messages": 8})
+    try:
+        reported: list = []
+        records = [(f"c{i}".encode(), event(i).SerializeToString()) for i in range(60)]
+        small.produce_all(topics.events.name, records, [],
+                          lambda error, message: reported.append((error, message.value())))
+        assert small.flush(30.0) == 0
+        assert [error for error, _ in reported] == [None] * 60
+        # Reports come per partition; each record exactly once.
+        assert sorted(value for _, value in reported) == sorted(value for _, value in records)
+    finally:
+        small.close()
+
+
 def test_a_failing_handler_does_not_advance_the_group(kafka_bootstrap, names, topics, producer):
     producer.send_and_wait(topics.events.name, "c1", topics.events.encode(event(1)),
                            hdr.standard_headers("flywheel.v1.Event"), 10)

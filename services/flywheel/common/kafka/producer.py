@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -148,8 +149,7 @@ class Producer:
             while queued < len(records):
                 before = queued
                 try:
-                    for index in range(queued, len(records)):
-                        key, value = records[index]
+                    for key, value in islice(records, queued, None) if queued else records:
                         produce(topic, value, key, on_delivery=on_delivery, headers=headers)
                         queued += 1
                 except BufferError:
