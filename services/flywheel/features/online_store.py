@@ -195,10 +195,15 @@ class OnlineStore:
         return [int(x) for x in self._write_sync(keys=script_keys, args=args)]
 
     async def write_async(self, events: Sequence[events_pb2.Event]) -> list[int]:
+        """`write` for a caller waiting on an answer (WriteFeatures): Unavailable when
+        Redis is, so that the caller knows to retry."""
         if not events:
             return []
         script_keys, args = write_arguments(self.keys, events, self.layouts)
-        return [int(x) for x in await self._write_async(keys=script_keys, args=args)]
+        try:
+            return [int(x) for x in await self._write_async(keys=script_keys, args=args)]
+        except (RedisConnectionError, RedisTimeoutError) as error:
+            raise Unavailable(f"the online store is unavailable: {error}") from error
 
     def read_arguments(self, entity_type: str, names: Sequence[str]) -> list:
         """ARGV of `read_entities` for these features of the entity type (build it once)."""

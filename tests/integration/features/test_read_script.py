@@ -209,7 +209,7 @@ async def test_no_reply_in_time_fails_the_waiting_calls_then_reconnects() -> Non
         await server.wait_closed()
 
 
-async def test_redis_down_is_unavailable(names) -> None:
+async def test_redis_down_is_unavailable_to_reads_and_writes(names) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
     pipe = ScriptPipe.from_url(dead, READ_SCRIPT, 0.5)
     with pytest.raises(RedisConnectionError):
@@ -220,6 +220,10 @@ async def test_redis_down_is_unavailable(names) -> None:
     try:
         with pytest.raises(Unavailable):
             await store.read_entities(["k"], store.read_arguments("customer", NAMES))
+        event = random_event(SPEC.entity("customer"), "c1", int(time.time() * 1000),
+                             random.Random(1), event_id="ev-1")
+        with pytest.raises(Unavailable):
+            await store.write_async([event])
     finally:
         await store.close()
         await async_client.aclose()
