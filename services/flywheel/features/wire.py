@@ -28,8 +28,11 @@ _SMALL = [bytes((n,)) for n in range(128)]
 
 
 def varint(n: int) -> bytes:
-    """Base-128 varint of a non-negative integer."""
-    if n < 128:
+    """Base-128 varint of an int64 or uint64; a negative number takes ten bytes, its 64-bit
+    two's complement, as protobuf writes it."""
+    if n < 0:
+        n += 1 << 64
+    elif n < 128:
         return _SMALL[n]
     out = bytearray()
     while n >= 128:

@@ -130,3 +130,10 @@ def test_framed_fields_follow_the_feature_order() -> None:
     assert first == framed_fields(("a", "b"))
     assert first[0] != framed_fields(["b", "a"])[0]
     assert first[0].startswith("@") and first[1].startswith("@") and first[0] != first[1]
+
+
+def test_times_before_1970_are_encoded_as_protobuf_encodes_them() -> None:
+    for time_ms in (-1, -1000, -1_500, -86_400_123):
+        expected = features_pb2.EntityFeatures()
+        expected.event_time.FromMilliseconds(time_ms)
+        assert wire.timestamp_field(time_ms) == expected.SerializeToString(), time_ms
