@@ -55,7 +55,9 @@ class Rejection:
 class Outcome:
     accepted: int = 0
     accepted_event_ids: list[str] = field(default_factory=list)
+    # The first rejections (up to the ingestor's limit); `rejected` counts them all.
     rejections: list[Rejection] = field(default_factory=list)
+    rejected: int = 0
     batches: int = 0
 
 
@@ -195,6 +197,7 @@ class Ingestor:
 
     def _reject(self, outcome: Outcome, index: int, event_id: str, problem: Problem) -> None:
         REJECTED.labels(problem.code).inc()
+        outcome.rejected += 1
         if len(outcome.rejections) < self._max_rejections:
             outcome.rejections.append(Rejection(index, event_id, problem))
 

@@ -53,6 +53,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         return ingest_pb2.IngestResponse(
             accepted_count=outcome.accepted,
             rejections=_rejections(outcome),
+            rejected_count=outcome.rejected,
             accepted_event_ids=outcome.accepted_event_ids,
         )
 
@@ -68,6 +69,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         return ingest_pb2.IngestStreamResponse(
             accepted_count=outcome.accepted,
             rejections=_rejections(outcome),
+            rejected_count=outcome.rejected,
             batches=outcome.batches,
         )
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from flywheel.v1 import events_pb2 as flywheel_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66lywheel/v1/ingest.proto\x12\x0b\x66lywheel.v1\x1a\x18\x66lywheel/v1/events.proto\"3\n\rIngestRequest\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.flywheel.v1.Event\"P\n\x0e\x45ventRejection\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"u\n\x0eIngestResponse\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x01 \x01(\x03\x12/\n\nrejections\x18\x02 \x03(\x0b\x32\x1b.flywheel.v1.EventRejection\x12\x1a\n\x12\x61\x63\x63\x65pted_event_ids\x18\x03 \x03(\t\"9\n\x13IngestStreamRequest\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.flywheel.v1.Event\"p\n\x14IngestStreamResponse\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x01 \x01(\x03\x12/\n\nrejections\x18\x02 \x03(\x0b\x32\x1b.flywheel.v1.EventRejection\x12\x0f\n\x07\x62\x61tches\x18\x03 \x01(\x03\x32\xa9\x01\n\rIngestService\x12\x41\n\x06Ingest\x12\x1a.flywheel.v1.IngestRequest\x1a\x1b.flywheel.v1.IngestResponse\x12U\n\x0cIngestStream\x12 .flywheel.v1.IngestStreamRequest\x1a!.flywheel.v1.IngestStreamResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66lywheel/v1/ingest.proto\x12\x0b\x66lywheel.v1\x1a\x18\x66lywheel/v1/events.proto\"3\n\rIngestRequest\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.flywheel.v1.Event\"P\n\x0e\x45ventRejection\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x8d\x01\n\x0eIngestResponse\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x01 \x01(\x03\x12/\n\nrejections\x18\x02 \x03(\x0b\x32\x1b.flywheel.v1.EventRejection\x12\x1a\n\x12\x61\x63\x63\x65pted_event_ids\x18\x03 \x03(\t\x12\x16\n\x0erejected_count\x18\x04 \x01(\x03\"9\n\x13IngestStreamRequest\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.flywheel.v1.Event\"\x88\x01\n\x14IngestStreamResponse\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x01 \x01(\x03\x12/\n\nrejections\x18\x02 \x03(\x0b\x32\x1b.flywheel.v1.EventRejection\x12\x0f\n\x07\x62\x61tches\x18\x03 \x01(\x03\x12\x16\n\x0erejected_count\x18\x04 \x01(\x03\x32\xa9\x01\n\rIngestService\x12\x41\n\x06Ingest\x12\x1a.flywheel.v1.IngestRequest\x1a\x1b.flywheel.v1.IngestResponse\x12U\n\x0cIngestStream\x12 .flywheel.v1.IngestStreamRequest\x1a!.flywheel.v1.IngestStreamResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,12 +36,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INGESTREQUEST']._serialized_end=118
   _globals['_EVENTREJECTION']._serialized_start=120
   _globals['_EVENTREJECTION']._serialized_end=200
-  _globals['_INGESTRESPONSE']._serialized_start=202
-  _globals['_INGESTRESPONSE']._serialized_end=319
-  _globals['_INGESTSTREAMREQUEST']._serialized_start=321
-  _globals['_INGESTSTREAMREQUEST']._serialized_end=378
-  _globals['_INGESTSTREAMRESPONSE']._serialized_start=380
-  _globals['_INGESTSTREAMRESPONSE']._serialized_end=492
-  _globals['_INGESTSERVICE']._serialized_start=495
-  _globals['_INGESTSERVICE']._serialized_end=664
+  _globals['_INGESTRESPONSE']._serialized_start=203
+  _globals['_INGESTRESPONSE']._serialized_end=344
+  _globals['_INGESTSTREAMREQUEST']._serialized_start=346
+  _globals['_INGESTSTREAMREQUEST']._serialized_end=403
+  _globals['_INGESTSTREAMRESPONSE']._serialized_start=406
+  _globals['_INGESTSTREAMRESPONSE']._serialized_end=542
+  _globals['_INGESTSERVICE']._serialized_start=545
+  _globals['_INGESTSERVICE']._serialized_end=714
 # @@protoc_insertion_point(module_scope)

@@ -26,14 +26,16 @@ class EventRejection(_message.Message):
     def __init__(self, index: _Optional[int] = ..., event_id: _Optional[str] = ..., field: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class IngestResponse(_message.Message):
-    __slots__ = ("accepted_count", "rejections", "accepted_event_ids")
+    __slots__ = ("accepted_count", "rejections", "accepted_event_ids", "rejected_count")
     ACCEPTED_COUNT_FIELD_NUMBER: _ClassVar[int]
     REJECTIONS_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_EVENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_COUNT_FIELD_NUMBER: _ClassVar[int]
     accepted_count: int
     rejections: _containers.RepeatedCompositeFieldContainer[EventRejection]
     accepted_event_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, accepted_count: _Optional[int] = ..., rejections: _Optional[_Iterable[_Union[EventRejection, _Mapping]]] = ..., accepted_event_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    rejected_count: int
+    def __init__(self, accepted_count: _Optional[int] = ..., rejections: _Optional[_Iterable[_Union[EventRejection, _Mapping]]] = ..., accepted_event_ids: _Optional[_Iterable[str]] = ..., rejected_count: _Optional[int] = ...) -> None: ...
 
 class IngestStreamRequest(_message.Message):
     __slots__ = ("events",)
@@ -42,11 +44,13 @@ class IngestStreamRequest(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[_events_pb2.Event, _Mapping]]] = ...) -> None: ...
 
 class IngestStreamResponse(_message.Message):
-    __slots__ = ("accepted_count", "rejections", "batches")
+    __slots__ = ("accepted_count", "rejections", "batches", "rejected_count")
     ACCEPTED_COUNT_FIELD_NUMBER: _ClassVar[int]
     REJECTIONS_FIELD_NUMBER: _ClassVar[int]
     BATCHES_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_COUNT_FIELD_NUMBER: _ClassVar[int]
     accepted_count: int
     rejections: _containers.RepeatedCompositeFieldContainer[EventRejection]
     batches: int
-    def __init__(self, accepted_count: _Optional[int] = ..., rejections: _Optional[_Iterable[_Union[EventRejection, _Mapping]]] = ..., batches: _Optional[int] = ...) -> None: ...
+    rejected_count: int
+    def __init__(self, accepted_count: _Optional[int] = ..., rejections: _Optional[_Iterable[_Union[EventRejection, _Mapping]]] = ..., batches: _Optional[int] = ..., rejected_count: _Optional[int] = ...) -> None: ...
