@@ -156,9 +156,14 @@ def test_one_screen_over_many_batches_of_mixed_layouts_screens_as_the_walk_does(
                 data[rng.randrange(len(data))] = rng.randrange(256)
             batch.append(bytes(data))
         _screens_as_the_walk_does(ingestor, batch)
-    layouts = ingestor._layouts._by_size
-    assert sum(len(known) for known in layouts.values()) > len(layouts), \
-        "the batches should hold several layouts per size"
+    screen = ingestor._layouts
+    heads = sum(len(known) for known in screen._heads.values())
+    bodies = sum(len(known) for known in screen._bodies.values())
+    assert heads > 3 and bodies > 3, "the batches should hold several heads and bodies"
+    message = b"".join(b"\x0a" + varint(len(e)) + e for e in batch)
+    spans = split_repeated(message)
+    verdict = screen.screen(message, spans, time.time())
+    assert sum(layout is not None for layout in verdict) > 0.8 * len(spans)
 
 
 def _screens_as_the_walk_does(ingestor: Ingestor, encoded: list[bytes]) -> None:
@@ -186,3 +191,48 @@ def _screens_as_the_walk_does(ingestor: Ingestor, encoded: list[bytes]) -> None:
         assert published.event_id == event_id
         published.event_id = sent.event_id
         assert published == sent
+
+
+def test_a_body_learned_for_one_entity_type_never_passes_an_event_of_another() -> None:
+    """Two types whose bodies are alike byte for byte, NaN allowed in one only: a NaN event
+    of the strict type is refused, whatever the loose type's events taught."""
+    from flywheel.common.spec import FlywheelSpec
+
+    spec = FlywheelSpec.model_validate({"entities": [
+        {"name": "strict", "features": [{"name": "x"}]},
+        {"name": "loose", "features": [{"name": "x", "allow_nan": True}]},
+    ]})
+    validator = EventValidator(spec)
+    seconds = EVENT_TIME_MS // 1000
+
+    def event(entity_type: str, value: float) -> bytes:
+        built = events_pb2.Event(entity_type=entity_type, entity_id="e1")
+        built.event_time.FromSeconds(seconds)
+        built.features["x"].double_value = value
+        return built.SerializeToString()
+
+    ingestor = Ingestor(validator, None, None)  # type: ignore[arg-type]
+    # The loose type teaches a body with a NaN; the strict type's good events teach its head.
+    batch = [event("loose", math.nan) for _ in range(20)] + [event("strict", 1.0)] * 20
+    outcome = Outcome()
+    records, _ = ingestor._screen(message_of(batch), 0, outcome, keep_ids=False)
+    assert len(records) == 40
+    bad = [event("strict", math.nan)] * 20 + [event("loose", math.nan)] * 20
+    outcome = Outcome()
+    records, _ = ingestor._screen(message_of(bad), 0, outcome, keep_ids=False)
+    assert len(records) == 20
+    assert [r.index for r in outcome.rejections] == list(range(20))
+    assert {r.problem.field for r in outcome.rejections} == {"features.x"}
+
+
+def test_events_with_heads_longer_than_the_gathered_bytes_are_screened_the_slow_way() -> None:
+    batch = [alike(seed, event_id=f"{seed:0100d}").SerializeToString() for seed in range(20)]
+    for seed in range(20):
+        event = alike(seed)
+        event.entity_id = "k" * 200 + str(seed)
+        batch.append(event.SerializeToString())
+    message = message_of(batch)
+    spans = split_repeated(message)
+    assert LayoutScreen([RULES]).screen(message, spans, time.time())[:20] != [None] * 20
+    assert LayoutScreen([RULES]).screen(message, spans, time.time())[20:] == [None] * 20
+    _screens_as_the_walk_does(Ingestor(VALIDATOR, None, None), batch)  # type: ignore[arg-type]
