@@ -100,7 +100,14 @@ class InferenceApp:
             common.kafka_bootstrap,
             client_id="inference",
             delivery_timeout_s=common.kafka_timeout_s,
-            extra_config={"linger.ms": settings.log_linger_ms},
+            # Uncompressed: a Predict waits for its records' acks, so batches stay a few small
+            # records (linger of a few ms), where lz4 saves little and costs CPU twice per batch:
+            # here, and in the broker, which decompresses every batch to validate it.
+            extra_config={"linger.ms": settings.log_linger_ms, "compression.type": "none"},
+            # The prediction log serves the delivery reports on the event loop (a poll thread
+            # would take the GIL from the loop for every batch of reports); the DLQ's blocking
+            # sends poll for their own.
+            poll_in_background=False,
         )
         predictions = self.topics.predictions
         producer = self.producer
@@ -110,6 +117,7 @@ class InferenceApp:
             predictions.type_name,
             wait_for_ack=settings.log_wait_for_ack,
             timeout_s=settings.log_timeout_s,
+            serve_reports=producer.serve_reports,
         )
         self.feature_store = FeatureStoreClient(
             settings.feature_store_target, settings.feature_store_timeout_s,

@@ -17,9 +17,13 @@ The path is kept lean because every Predict takes it:
   (names, version, sha256, feature names, ...) once; a record is those bytes followed by its
   own fields (id, entity, features, output, time, request id). Protobuf reads concatenated
   encodings as one message, so the record decodes exactly as if built in one piece.
-- Delivery reports come from the producer's poll thread. They go into one inbox, and the event
-  loop is woken once per batch of reports (not once per record); each request's outcome is
-  settled there, and its waiting call resumes directly (no gather, no wait_for).
+- Delivery reports are served on the event loop when the log is given `serve_reports` (the
+  producer's `poll(0)`, for a producer without a poll thread): while records await their
+  reports, a timer serves them every `poll_interval_s`, so no thread fights the loop for the
+  GIL per report and no wake-up crosses threads. Without it they come from the producer's poll
+  thread into one inbox, and the event loop is woken once per batch of reports (not once per
+  record). Either way each request's outcome is settled on the loop, and its waiting call
+  resumes directly (no gather, no wait_for).
 - The acknowledgement deadline of every waiting request is kept in one queue (all share the
   same timeout, so it is in deadline order), swept by a single timer.
 """
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -151,33 +156,47 @@ class _Publish:
         self.settled = False
 
     def on_delivery(self, error: Any, _message: Any) -> None:
-        """The producer's delivery report for one record (poll thread, or the loop when
-        the record was never queued)."""
+        """The producer's delivery report for one record (a thread polling the producer, or
+        the loop: when it serves the reports itself, or the record was never queued)."""
         self.inbox.put(self, error)
 
 
 class _Inbox:
-    """Delivery reports, handed from the producer's poll thread to the event loop: the loop
-    is woken once for all the reports that arrived before it got round to them."""
+    """Delivery reports on their way to the event loop. Reports from another thread wake the
+    loop once for all the reports that arrived before it got round to them; reports the loop
+    serves itself are drained right after, with no wake-up."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, drain: Callable[[], None]) -> None:
         self.loop = loop
         self._drain = drain
         self.reports: deque[tuple[_Publish, Any]] = deque()
         self.wake_pending = False
+        # True while the loop itself serves reports (and drains right after).
+        self.serving = False
+        self._loop_thread = threading.get_ident()  # made on the loop
 
     def put(self, publish: _Publish, error: Any) -> None:
         self.reports.append((publish, error))  # deque.append is atomic
-        if not self.wake_pending:
-            self.wake_pending = True
+        if self.serving or self.wake_pending:
+            return
+        self.wake_pending = True
+        if threading.get_ident() == self._loop_thread:
+            self.loop.call_soon(self._drain)
+        else:
             self.loop.call_soon_threadsafe(self._drain)
 
 
 class PredictionLog:
     def __init__(
-        self, produce_all: ProduceAll, type_name: str, *, wait_for_ack: bool, timeout_s: float
+        self, produce_all: ProduceAll, type_name: str, *, wait_for_ack: bool, timeout_s: float,
+        serve_reports: Callable[[], Any] | None = None, poll_interval_s: float = 0.001,
     ) -> None:
         self._produce_all = produce_all
+        self._serve_reports = serve_reports
+        self._poll_interval_s = poll_interval_s
+        self._poll_at: asyncio.TimerHandle | None = None
+        # Records queued whose delivery report has not been drained yet.
+        self._unreported = 0
         self._type_name = type_name
         self._wait = wait_for_ack
         self._timeout_s = timeout_s
@@ -197,6 +216,8 @@ class PredictionLog:
         loop = inbox.loop
         future = loop.create_future() if self._wait else None
         publish = _Publish(records, future, inbox)
+        # Counted before queueing: a record never queued is reported at once (and drained).
+        self._unreported += len(records)
         try:
             self._produce_all([(r.key, r.value) for r in records],
                               standard_headers(self._type_name), publish.on_delivery)
@@ -204,6 +225,9 @@ class PredictionLog:
             publish.settled = True
             LOG_FAILED.inc(len(records))
             raise
+        finally:
+            if self._serve_reports is not None and self._poll_at is None:
+                self._poll_at = loop.call_later(self._poll_interval_s, self._poll)
         if future is None:
             return
         deadline = loop.time() + self._timeout_s
@@ -214,12 +238,27 @@ class PredictionLog:
 
     # -- on the loop ------------------------------------------------------------------------
 
+    def _poll(self) -> None:
+        """Serves the delivery reports that are ready; again after `poll_interval_s` while
+        records await theirs."""
+        self._poll_at = None
+        inbox = self._inbox
+        inbox.serving = True
+        try:
+            self._serve_reports()
+        finally:
+            inbox.serving = False
+            self._drain()
+            if self._unreported > 0:
+                self._poll_at = inbox.loop.call_later(self._poll_interval_s, self._poll)
+
     def _drain(self) -> None:
         inbox = self._inbox
         inbox.wake_pending = False  # first: a report arriving from now on wakes the loop again
         reports = inbox.reports
         while reports:
             publish, error = reports.popleft()
+            self._unreported -= 1
             if publish.settled:
                 continue
             if error is not None:

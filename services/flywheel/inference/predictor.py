@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import uuid
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -93,8 +93,10 @@ class Predictor:
         self._fetch = fetch
         self._log = prediction_log
         self._max_rows = max_rows
-        # (model name, version, role) -> its record encoder; (model, status) -> ROWS child.
+        # (model name, version, role) -> its record encoder; (model name, version) -> its
+        # feature names; (model, status) -> ROWS child. Bounded.
         self._encoders: dict[tuple[str, int, int], RecordEncoder] = {}
+        self._names: dict[tuple[str, int], list[str]] = {}
         self._row_counters: dict[tuple[str, int], Counter] = {}
 
     async def predict(
@@ -133,7 +135,7 @@ class Predictor:
             records = []
             for k, i in enumerate(scored):
                 row = results[i]
-                row.prediction_id = prediction_id = uuid.uuid4().hex
+                row.prediction_id = prediction_id = uuid4_hex()
                 row.output = champion_out[k]
                 key = prediction_id.encode()
                 records.append(LogRecord(key, encoder.encode(
@@ -144,7 +146,7 @@ class Predictor:
                     # Keyed by the champion's prediction id: the caller's feedback for that id
                     # lands on the same partition and labels the shadow's row too.
                     records.append(LogRecord(key, shadow_encoder.encode(
-                        prediction_id=uuid.uuid4().hex, entity_id=row.entity_id,
+                        prediction_id=uuid4_hex(), entity_id=row.entity_id,
                         features=vectors[i], output=shadow_out[k], now=now,
                         request_id=request_id,
                     ), shadow_encoder.model_name, shadow_encoder.role))
@@ -162,6 +164,15 @@ class Predictor:
             encoder = self._encoders[key] = RecordEncoder(meta, role)
         return encoder
 
+    def _feature_names(self, meta: common_pb2.ModelVersion) -> list[str]:
+        key = (meta.model_name, meta.version)
+        names = self._names.get(key)
+        if names is None:
+            if len(self._names) >= 64:
+                self._names.clear()
+            names = self._names[key] = list(meta.feature_names)
+        return names
+
     def _rows(self, name: str, status: int) -> Counter:
         counter = self._row_counters.get((name, status))
         if counter is None:
@@ -172,7 +183,7 @@ class Predictor:
     async def _from_store(
         self, meta: common_pb2.ModelVersion, entity_ids: list[str]
     ) -> tuple[list[RowResult], list[list[float] | None]]:
-        names = list(meta.feature_names)
+        names = self._feature_names(meta)
         stored = await self._fetch(meta.entity_type, entity_ids, names)
         results: list[RowResult] = []
         vectors: list[list[float] | None] = []
@@ -243,18 +254,45 @@ def model_outputs(
     task: int, signature, outputs: Sequence[np.ndarray], rows: int
 ) -> list[common_pb2.ModelOutput]:
     """Session outputs -> one ModelOutput per row (label / probabilities, or a value)."""
-    label = next((o for s, o in zip(signature.outputs, outputs) if s.dtype.kind in "iu"), None)
-    floats = [o for s, o in zip(signature.outputs, outputs) if s.dtype.kind == "f"]
-    if task == common_pb2.MODEL_TASK_REGRESSION or (label is None and task == 0):
-        values = floats[0].reshape(rows, -1)[:, 0]
-        return [common_pb2.ModelOutput(predicted_value=float(v)) for v in values]
-    probabilities = next((o for o in floats if o.ndim == 2), None)
-    if label is None and probabilities is not None:
-        label = probabilities.argmax(axis=1)
-    result = []
-    for i in range(rows):
-        output = common_pb2.ModelOutput(predicted_class=int(label[i]) if label is not None else 0)
-        if probabilities is not None:
-            output.probabilities.extend(probabilities[i].tolist())
-        result.append(output)
-    return result
+    label_at, floats_at = _output_kinds(signature)
+    if task == common_pb2.MODEL_TASK_REGRESSION or (label_at is None and task == 0):
+        values = outputs[floats_at[0]].reshape(rows, -1)[:, 0].tolist()
+        return [common_pb2.ModelOutput(predicted_value=v) for v in values]
+    matrix = next((outputs[i] for i in floats_at if outputs[i].ndim == 2), None)
+    if label_at is not None:
+        labels = outputs[label_at].reshape(rows).tolist()
+    elif matrix is not None:
+        labels = matrix.argmax(axis=1).tolist()
+    else:
+        labels = [0] * rows
+    if matrix is None:
+        return [common_pb2.ModelOutput(predicted_class=label) for label in labels]
+    return [common_pb2.ModelOutput(predicted_class=label, probabilities=p)
+            for label, p in zip(labels, matrix.tolist())]
+
+
+_KINDS: dict[int, tuple[object, tuple[int | None, tuple[int, ...]]]] = {}
+
+
+def _output_kinds(signature) -> tuple[int | None, tuple[int, ...]]:
+    """(index of the first integer output, the label; indices of the float outputs), kept
+    per signature."""
+    cached = _KINDS.get(id(signature))
+    if cached is not None and cached[0] is signature:
+        return cached[1]
+    kinds = [spec.dtype.kind for spec in signature.outputs]
+    found = (next((i for i, k in enumerate(kinds) if k in "iu"), None),
+             tuple(i for i, k in enumerate(kinds) if k == "f"))
+    if len(_KINDS) >= 64:
+        _KINDS.clear()
+    _KINDS[id(signature)] = (signature, found)
+    return found
+
+
+def uuid4_hex() -> str:
+    """A random (version 4) UUID as 32 hex digits, like uuid.uuid4().hex, without building a
+    UUID object."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40
+    raw[8] = raw[8] & 0x3F | 0x80
+    return raw.hex()
