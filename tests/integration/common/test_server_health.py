@@ -102,3 +102,52 @@ async def test_domain_errors_map_to_status_and_unknown_errors_hide_internals(ser
         reply = await call
         assert reply.run.run_id == "r1"
         assert ("x-request-id", "req-7") in tuple(await call.trailing_metadata())
+
+
+async def test_bytes_that_are_no_request_are_an_invalid_argument_naming_the_message(
+    server_and_gate,
+):
+    """grpc.aio answers a request it cannot decode UNKNOWN; the wrapper decodes instead."""
+    server, _ = server_and_gate
+    garbage = b"\x0a\x05ab"  # a field longer than what follows
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        raw = channel.unary_unary("/flywheel.v1.TrainingService/GetTrainingRun")
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await raw(garbage, timeout=2)
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert bad.value.details() == \
+            "the request is not a valid flywheel.v1.GetTrainingRunRequest encoding"
+        reply = training_pb2.GetTrainingRunResponse.FromString(
+            await raw(training_pb2.GetTrainingRunRequest(run_id="r2").SerializeToString(),
+                      timeout=2))
+        assert reply.run.run_id == "r2"
+
+
+async def test_a_stream_message_that_is_no_request_is_an_invalid_argument():
+    async def count(requests, context):
+        return training_pb2.GetTrainingRunResponse(
+            run=training_pb2.TrainingRun(run_id=str(len([r.run_id async for r in requests]))))
+
+    def add(servicer, registrar) -> None:
+        handler = grpc.stream_unary_rpc_method_handler(
+            servicer, request_deserializer=training_pb2.GetTrainingRunRequest.FromString,
+            response_serializer=training_pb2.GetTrainingRunResponse.SerializeToString)
+        registrar.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("test.Counter", {"Count": handler}),))
+
+    server = GrpcServer(ServiceSettings(grpc_port=0, shutdown_grace_s=0.5),
+                        Readiness(["test.Counter"], interval_s=0.05))
+    server.add_service(add, count, "test.Counter")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            call = channel.stream_unary("/test.Counter/Count")
+            good = training_pb2.GetTrainingRunRequest(run_id="a").SerializeToString()
+            reply = await call(iter([good, good]), timeout=2)
+            assert training_pb2.GetTrainingRunResponse.FromString(reply).run.run_id == "2"
+            with pytest.raises(grpc.aio.AioRpcError) as bad:
+                await call(iter([good, b"\x0a\x05ab"]), timeout=2)
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "flywheel.v1.GetTrainingRunRequest" in bad.value.details()
+    finally:
+        await server.stop()

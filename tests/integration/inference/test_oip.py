@@ -119,3 +119,15 @@ async def test_bad_inputs_get_the_right_status(bad, case):
     seen = bad[case]
     assert seen["status"] == EXPECTED_STATUS[case], seen["message"]
     assert "Traceback" not in seen["message"]
+
+
+async def test_bytes_that_are_no_request_are_an_invalid_argument(server):
+    """What tritonclient never sends: a body protobuf cannot read."""
+    import grpc
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await infer(b"\x3a\x05ab", timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details() == "the request is not a valid inference.ModelInferRequest encoding"

@@ -12,7 +12,9 @@ serializer) is replaced by one whose behaviour runs inside `_wrap_unary_response
 `_wrap_stream_response`. A call then costs one coroutine frame around the servicer's method and
 no grpc.aio server interceptor (whose async continuation chain runs for every call, before
 the handler is even found). Health and reflection are registered on the server directly and
-are never wrapped: probes are never counted nor refused.
+are never wrapped: probes are never counted nor refused. The wrapper also runs the request
+deserializer, so that bytes that are no valid request get INVALID_ARGUMENT naming the message
+type (grpc.aio itself answers those UNKNOWN).
 
 The per-call path is kept lean: admission is a counter check, the metadata is scanned once
 without building a dict, and a missing request id is minted without a system call.
@@ -26,6 +28,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc.aio import AbortError
 
 from flywheel.common.context import (
@@ -34,7 +37,7 @@ from flywheel.common.context import (
     traceparent_var,
     valid_traceparent,
 )
-from flywheel.common.errors import FlywheelError
+from flywheel.common.errors import FlywheelError, InvalidArgument
 from flywheel.common.grpc.admission import Admission
 
 log = logging.getLogger("flywheel.grpc")
@@ -77,7 +80,38 @@ async def _fail(context: grpc.aio.ServicerContext, error: BaseException, method:
     )
 
 
-def _wrap_unary_response(behavior: Callable, method: str, admission: Admission) -> Callable:
+Decode = Callable[[Any], Any]
+
+
+def _decoder(deserializer: Callable[[bytes], Any] | None, streaming: bool) -> Decode | None:
+    """The request deserializer (of one request, or applied to each of a stream's), run by
+    the wrapper instead of by grpc.aio: bytes it cannot read are then INVALID_ARGUMENT, where
+    grpc.aio would answer UNKNOWN with the exception's text."""
+    if deserializer is None:
+        return None
+    message_type = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    refusal = (f"the request is not a valid {message_type.full_name} encoding"
+               if message_type is not None else "the request is not a valid encoding")
+
+    def decode_one(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError:
+            raise InvalidArgument(refusal, field="request") from None
+
+    if not streaming:
+        return decode_one
+
+    async def decode_each(messages: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+        async for data in messages:
+            yield decode_one(data)
+
+    return decode_each
+
+
+def _wrap_unary_response(
+    behavior: Callable, method: str, admission: Admission, decode: Decode | None = None
+) -> Callable:
     """A coroutine method (unary or stream request, one response)."""
 
     async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -85,6 +119,8 @@ def _wrap_unary_response(behavior: Callable, method: str, admission: Admission) 
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, admission.refusal)
         token_r, token_t = _enter_context(context)
         try:
+            if decode is not None:
+                request_or_iterator = decode(request_or_iterator)
             return await behavior(request_or_iterator, context)
         except AbortError:
             raise
@@ -98,17 +134,21 @@ def _wrap_unary_response(behavior: Callable, method: str, admission: Admission) 
     return handler
 
 
-def _wrap_stream_response(behavior: Callable, method: str, admission: Admission) -> Callable:
+def _wrap_stream_response(
+    behavior: Callable, method: str, admission: Admission, decode: Decode | None = None
+) -> Callable:
     """An async generator method (responses yielded); a coroutine method that writes its
     responses with `context.write` keeps that form."""
     if inspect.iscoroutinefunction(behavior):
-        return _wrap_unary_response(behavior, method, admission)
+        return _wrap_unary_response(behavior, method, admission, decode)
 
     async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator:
         if not admission.try_enter():
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, admission.refusal)
         token_r, token_t = _enter_context(context)
         try:
+            if decode is not None:
+                request_or_iterator = decode(request_or_iterator)
             async for item in behavior(request_or_iterator, context):
                 yield item
         except AbortError:
@@ -126,30 +166,25 @@ def _wrap_stream_response(behavior: Callable, method: str, admission: Admission)
 def wrap_method_handler(
     handler: grpc.RpcMethodHandler, method: str, admission: Admission
 ) -> grpc.RpcMethodHandler:
-    """`handler` (of the full method name `method`) with admission, the request context and
-    the error mapping; its (de)serializers as they are, None included. Health and reflection
-    as is."""
+    """`handler` (of the full method name `method`) with admission, the request context, the
+    error mapping and its request deserializer (None included) run inside; its response
+    serializer as it is. Health and reflection as is."""
     if method.startswith(UNWRAPPED_PREFIXES):
         return handler
-    kwargs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
+    # The requests reach the wrapper as bytes; it decodes them (see `_decoder`).
+    kwargs = {"request_deserializer": None, "response_serializer": handler.response_serializer}
+    deserializer = handler.request_deserializer
     if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary_response(handler.unary_unary, method, admission), **kwargs
-        )
+        return grpc.unary_unary_rpc_method_handler(_wrap_unary_response(
+            handler.unary_unary, method, admission, _decoder(deserializer, False)), **kwargs)
     if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(
-            _wrap_unary_response(handler.stream_unary, method, admission), **kwargs
-        )
+        return grpc.stream_unary_rpc_method_handler(_wrap_unary_response(
+            handler.stream_unary, method, admission, _decoder(deserializer, True)), **kwargs)
     if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(
-            _wrap_stream_response(handler.unary_stream, method, admission), **kwargs
-        )
-    return grpc.stream_stream_rpc_method_handler(
-        _wrap_stream_response(handler.stream_stream, method, admission), **kwargs
-    )
+        return grpc.unary_stream_rpc_method_handler(_wrap_stream_response(
+            handler.unary_stream, method, admission, _decoder(deserializer, False)), **kwargs)
+    return grpc.stream_stream_rpc_method_handler(_wrap_stream_response(
+        handler.stream_stream, method, admission, _decoder(deserializer, True)), **kwargs)
 
 
 class _Wrapped:
