@@ -26,6 +26,7 @@ learned from the traffic itself.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from itertools import chain
 
 import numpy as np
@@ -177,17 +178,13 @@ def _raw(value: int) -> int:
 # numpy scalars, so that comparisons with uint64 columns need no range check per call.
 _FIVE_BYTES = np.uint64(0xFF_FFFF_FFFF)
 _FIVE_BYTE_LEAST = np.uint64(1 << 32)  # a five-byte varint: the fifth byte is not zero
-_latest_seen: list = [None, None]  # (latest second, its span) of the last call
 
 
+@lru_cache(maxsize=4)
 def _seconds_span(latest: int) -> np.uint64 | None:
     """How far above the least five-byte varint the raw varint of `latest` lies (None
-    before 1978, when no five-byte seconds can pass); one value per second, so kept from
-    the last call."""
-    if _latest_seen[0] != latest:
-        _latest_seen[1] = (np.uint64(_raw(latest) - (1 << 32)) if latest >= 1 << 28 else None)
-        _latest_seen[0] = latest
-    return _latest_seen[1]
+    before 1978, when no five-byte seconds can pass); the same for a whole second, so kept."""
+    return np.uint64(_raw(latest) - (1 << 32)) if latest >= 1 << 28 else None
 
 
 def learn(event: bytes, rules: EntityRules) -> tuple[Layout, Layout] | None:

@@ -38,8 +38,17 @@ _FINITE_FLOAT = rb"..(?:[\x00-\x7f].|[\x80-\xff][\x00-\x7e\x80-\xfe])"
 _SECONDS = rb"[\x80-\xff]{4}[\x01-\x07]"
 
 
+_SMALL_VARINTS = [bytes((n,)) for n in range(128)]
+
+
 def varint(n: int) -> bytes:
-    """The base-128 varint encoding of a non-negative integer."""
+    """The base-128 varint encoding of an int64 or uint64, as protobuf writes it: a negative
+    number takes ten bytes, its 64-bit two's complement. The project's one varint encoder
+    (event screening, the feature store's replies, the inference answers)."""
+    if n < 0:
+        n += 1 << 64
+    elif n < 0x80:
+        return _SMALL_VARINTS[n]
     out = bytearray()
     while n >= 0x80:
         out.append(n & 0x7F | 0x80)

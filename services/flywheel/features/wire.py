@@ -10,6 +10,7 @@ Field numbers below are those of protos/flywheel/v1/features.proto;
 
 from __future__ import annotations
 
+from flywheel.common.event_wire import varint
 from flywheel.v1 import features_pb2
 
 # Tags: (field number << 3) | wire type.
@@ -23,24 +24,6 @@ _EMPTY_VALUE = VALUES_TAG + b"\x00"  # an empty FeatureValue (unset)
 _EVENT_TIME = b"\x22"  # EntityFeatures.event_time = 4, bytes
 _SECONDS = b"\x08"  # Timestamp.seconds = 1, varint
 _NANOS = b"\x10"  # Timestamp.nanos = 2, varint
-
-_SMALL = [bytes((n,)) for n in range(128)]
-
-
-def varint(n: int) -> bytes:
-    """Base-128 varint of an int64 or uint64; a negative number takes ten bytes, its 64-bit
-    two's complement, as protobuf writes it."""
-    if n < 0:
-        n += 1 << 64
-    elif n < 128:
-        return _SMALL[n]
-    out = bytearray()
-    while n >= 128:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
 
 def length_delimited(tag: bytes, payload: bytes) -> bytes:
     return tag + varint(len(payload)) + payload

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from flywheel.common.errors import InvalidArgument, NotFound
+from flywheel.common.event_wire import varint
 from flywheel.inference.runtime import NUMPY_DTYPES, Signature, TensorSpec
 from flywheel.oip import grpc_service_pb2 as oip
 
@@ -64,29 +65,19 @@ def parse_version(text: str) -> int:
 
 # -- protobuf wire pieces (ModelInferResponse, for raw answers) ---------------------------------
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _length_delimited(field: int, payload: bytes) -> bytes:
     """One length-delimited field; empty, it is left out (as protobuf encodes an empty
     string or packed list)."""
     if not payload:
         return b""
-    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+    return varint(field << 3 | 2) + varint(len(payload)) + payload
 
 
 # ModelInferResponse fields: 1 model_name, 2 model_version, 3 id, 5 outputs (InferOutputTensor:
 # 1 name, 2 datatype, 3 shape), 6 raw_output_contents.
 _RESPONSE_ID = 3
-_OUTPUTS_TAG = _varint(5 << 3 | 2)
-_RAW_OUTPUT_TAG = _varint(6 << 3 | 2)
-_SMALL_VARINTS = [bytes((n,)) for n in range(128)]
+_OUTPUTS_TAG = varint(5 << 3 | 2)
+_RAW_OUTPUT_TAG = varint(6 << 3 | 2)
 
 
 def _little_endian(dtype: np.dtype) -> np.dtype:
@@ -154,9 +145,9 @@ class Plan:
                     + _length_delimited(2, model_version.encode()))
             tensors = []
             for index, shape in zip(outputs, shapes):
-                packed = b"".join(_varint(d) for d in shape)
+                packed = b"".join(varint(d) for d in shape)
                 tensor = self._output_head[index] + _length_delimited(3, packed)
-                tensors.append(_OUTPUTS_TAG + _varint(len(tensor)) + tensor)
+                tensors.append(_OUTPUTS_TAG + varint(len(tensor)) + tensor)
             fixed = (head, b"".join(tensors))
             if len(self._fixed) >= 256:
                 self._fixed.clear()
@@ -333,7 +324,7 @@ def encode_response(
         wanted = little[index]
         data = (array if array.dtype is wanted else array.astype(wanted, copy=False)).tobytes()
         size = len(data)
-        parts += (_RAW_OUTPUT_TAG, _SMALL_VARINTS[size] if size < 128 else _varint(size), data)
+        parts += (_RAW_OUTPUT_TAG, varint(size), data)
     return b"".join(parts)
 
 
