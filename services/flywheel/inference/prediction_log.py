@@ -44,6 +44,7 @@ from prometheus_client import Counter
 from flywheel.common.context import current_request_id
 from flywheel.common.errors import FlywheelError, Unavailable
 from flywheel.common.kafka.headers import Headers, standard_headers
+from flywheel.common.metrics import ChildrenByKey
 from flywheel.v1 import common_pb2, events_pb2
 
 log = logging.getLogger("flywheel.inference.prediction_log")
@@ -204,7 +205,8 @@ class PredictionLog:
         # (deadline, publish) of the requests waiting for acks, in deadline order.
         self._deadlines: deque[tuple[float, _Publish]] = deque()
         self._sweep_at: asyncio.TimerHandle | None = None
-        self._logged: dict[tuple[str, int], Any] = {}
+        self._logged = ChildrenByKey(
+            LOGGED, lambda model_name, role: (model_name, common_pb2.ModelRole.Name(role)))
 
     async def publish(self, records: Sequence[LogRecord]) -> None:
         """Queues every record, then (by default) awaits all their acks at once."""
@@ -283,7 +285,7 @@ class PredictionLog:
                 future.set_exception(error)
             return
         for record in publish.records:
-            self._counter(record.model_name, record.role).inc()
+            self._logged(record.model_name, record.role).inc()
         if future is not None and not future.done():
             future.set_result(None)
 
@@ -301,10 +303,3 @@ class PredictionLog:
                 self._settle(publish, Unavailable(
                     f"the prediction log did not acknowledge within {self._timeout_s}s; retry"))
             deadlines.popleft()
-
-    def _counter(self, model_name: str, role: int) -> Any:
-        counter = self._logged.get((model_name, role))
-        if counter is None:
-            counter = self._logged[(model_name, role)] = LOGGED.labels(
-                model_name, common_pb2.ModelRole.Name(role))
-        return counter

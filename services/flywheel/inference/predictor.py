@@ -22,6 +22,7 @@ from prometheus_client import Counter
 
 from flywheel.common.context import current_request_id
 from flywheel.common.errors import InvalidArgument
+from flywheel.common.metrics import ChildrenByKey
 from flywheel.common.registry import CHAMPION
 from flywheel.inference.model_store import ModelStore, ServedVersion
 from flywheel.inference.prediction_log import (
@@ -94,10 +95,11 @@ class Predictor:
         self._log = prediction_log
         self._max_rows = max_rows
         # (model name, version, role) -> its record encoder; (model name, version) -> its
-        # feature names; (model, status) -> ROWS child. Bounded.
+        # feature names. Bounded.
         self._encoders: dict[tuple[str, int, int], RecordEncoder] = {}
         self._names: dict[tuple[str, int], list[str]] = {}
-        self._row_counters: dict[tuple[str, int], Counter] = {}
+        self._rows = ChildrenByKey(
+            ROWS, lambda name, status: (name, prediction_pb2.RowStatus.Name(status)))
 
     async def predict(
         self,
@@ -172,13 +174,6 @@ class Predictor:
                 self._names.clear()
             names = self._names[key] = list(meta.feature_names)
         return names
-
-    def _rows(self, name: str, status: int) -> Counter:
-        counter = self._row_counters.get((name, status))
-        if counter is None:
-            counter = self._row_counters[(name, status)] = ROWS.labels(
-                name, prediction_pb2.RowStatus.Name(status))
-        return counter
 
     async def _from_store(
         self, meta: common_pb2.ModelVersion, entity_ids: list[str]
