@@ -36,8 +36,13 @@ class InferenceSettings(ServiceSettings):
     )
 
     # -- dynamic batching --------------------------------------------------------------------
+    # Large on purpose: in a busy server a session run's fixed cost dwarfs a small model's
+    # per-row cost, so requests of a few hundred rows gain from sharing runs as single rows
+    # do (256-row requests: about a quarter more throughput than with 64). The default matches
+    # max_predict_rows.
     max_batch_size: int = Field(
-        64, gt=0, description="Most rows coalesced into one session run."
+        4096, gt=0, description="Most rows coalesced into one session run (requests of many "
+        "rows are coalesced too, up to this many rows in all)."
     )
     max_queue_delay_us: int = Field(
         1000,
