@@ -1,9 +1,11 @@
 """Dynamic batching: concurrent requests for one model version share one session run.
 
 A request queues its feeds (each input with the rows on its first dimension) and awaits a
-future. The first request of an empty queue waits at most `max_queue_delay_us` for company;
-requests that queue while a run is in flight are taken by the next run as soon as it can
-start. A batch stacks requests of the same input shapes and dtypes, up to `max_batch_size`
+future. The first request of an empty queue waits at most `max_queue_delay_us` for company,
+but only while requests arrive closer together than that on average (smoothed gaps between
+arrivals): under a trickle no company would come in time, and the wait would only add
+latency, so it goes at the next loop iteration. Requests that queue while a run is in flight
+are taken by the next run as soon as it can start. A batch stacks requests of the same input shapes and dtypes, up to `max_batch_size`
 rows (a single request larger than that runs alone), runs once, and is split back by row
 offsets, so each caller gets exactly the rows it sent. A request of `max_batch_size` rows or
 more that finds the batcher idle (nothing queued, no run in flight) has no company to wait
@@ -107,6 +109,10 @@ def _shape_key(feeds: Feeds) -> tuple:
 # Smoothing of the timed run durations (weight of the newest run), and how many timed runs
 # it takes before a batch may run inline.
 _EWMA_WEIGHT = 0.1
+# Smoothing of the gaps between arrivals uses the same weight; one gap counts at most this
+# many queue delays, so that after an idle spell a returning load waits for company again
+# within a few requests.
+_GAP_CAP_DELAYS = 10
 _CALIBRATION_RUNS = 8
 # A size class on the worker thread whose estimate is under this many times the inline bound
 # runs one batch in _PROBE_EVERY on the loop, timed exactly.
@@ -140,6 +146,10 @@ class Batcher:
         self._running = False
         self._timer: asyncio.Handle | None = None  # a TimerHandle while delaying
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Smoothed seconds between arrivals (0 at first: the first requests wait for
+        # company) and the last arrival's time.
+        self._gap_s = 0.0
+        self._last_arrival = 0.0
         # Inline runs (0: never): per size class (rows.bit_length()), the smoothed run time
         # and how many runs were timed.
         self._inline_max_s = inline_max_run_us / 1e6
@@ -154,6 +164,7 @@ class Batcher:
         """Every output of the session for exactly these rows, in signature order."""
         loop = self._loop or asyncio.get_running_loop()
         self._loop = loop
+        company_likely = self._arrived(loop.time())
         rows = next(iter(feeds.values())).shape[0] if feeds else 0
         if rows >= self._max_rows and not self._running and not self._queue:
             # A batch by itself, and nothing waits: no company to wait for, no queue to join.
@@ -167,13 +178,21 @@ class Batcher:
         self._queue.append(_Pending(feeds, rows, _shape_key(feeds), future))
         self._queued_rows += rows
         if not self._running:
-            if self._queued_rows >= self._max_rows or self._delay_s == 0:
+            if self._queued_rows >= self._max_rows or not company_likely:
                 self._start_soon()
             elif self._timer is None:
                 self._timer = loop.call_later(self._delay_s, self._start)
         return await future
 
     # -- scheduling --------------------------------------------------------------------------
+
+    def _arrived(self, now: float) -> bool:
+        """Counts an arrival; whether others are likely to arrive within the queue delay."""
+        if self._last_arrival:
+            gap = min(now - self._last_arrival, _GAP_CAP_DELAYS * self._delay_s)
+            self._gap_s += _EWMA_WEIGHT * (gap - self._gap_s)
+        self._last_arrival = now
+        return self._gap_s < self._delay_s
 
     def _start_soon(self) -> None:
         if self._timer is not None:

@@ -47,11 +47,12 @@ class InferenceSettings(ServiceSettings):
     max_queue_delay_us: int = Field(
         1000,
         ge=0,
-        description="How long the first queued request waits for others to join its batch "
-        "(a request of max_batch_size rows or more never waits). Requests that queue while a "
-        "run is in flight join the next batch without waiting. The event loop's timers fire "
-        "at millisecond resolution when it is otherwise idle, so a lone request waits about "
-        "1 ms at any setting from 1 to 1000.",
+        description="How long the first queued request waits for others to join its batch, "
+        "while requests arrive closer together than this on average; a trickle of requests "
+        "further apart goes without waiting, as does a request of max_batch_size rows or more. "
+        "Requests that queue while a run is in flight join the next batch without waiting. The "
+        "event loop's timers fire at millisecond resolution when it is otherwise idle, so a "
+        "wait lasts about 1 ms at any setting from 1 to 1000.",
     )
 
     # -- model loading -----------------------------------------------------------------------

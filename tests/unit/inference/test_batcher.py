@@ -236,3 +236,31 @@ async def test_timed_by_thread_cpu_time_a_wait_after_the_run_does_not_count(exec
         await batcher.infer({"x": _rows(i, 1)})
     assert threads[:8] == [threads[0]] * 8 and threads[0] != loop_thread
     assert threads[8:] == [loop_thread] * 4
+
+
+async def test_a_trickle_of_requests_does_not_wait_for_company_and_a_burst_still_coalesces(executor):
+    model = RecordingModel()
+    loop = asyncio.get_running_loop()
+    delay_s = 0.1
+    batcher = Batcher(model, executor, max_batch_size=64, max_queue_delay_us=int(delay_s * 1e6))
+
+    async def timed(x):
+        began = loop.time()
+        await batcher.infer({"x": x})
+        return loop.time() - began
+
+    # A fresh batcher expects company: its first lone request waits out the delay.
+    assert await timed(_rows(0, 1)) >= delay_s * 0.9
+    # Requests further apart than the delay: soon a lone one goes at once.
+    waits = []
+    for i in range(8):
+        await asyncio.sleep(delay_s * 2.5)
+        waits.append(await timed(_rows(i, 1)))
+    assert waits[-1] < delay_s / 2, waits
+    # A burst arriving together is still one run.
+    runs_before = len(model.batches)
+    burst = [_rows(i, 1) for i in range(10)]
+    outputs = await asyncio.gather(*(batcher.infer({"x": x}) for x in burst))
+    assert model.batches[runs_before:] == [10]
+    for x, (doubled, _) in zip(burst, outputs):
+        np.testing.assert_array_equal(doubled, x * 2)
