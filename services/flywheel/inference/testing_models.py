@@ -3,7 +3,9 @@
 `logistic_regression_onnx(n_features, seed)` trains a scikit-learn LogisticRegression on
 seeded synthetic data and exports it with skl2onnx: input "features" float32 [None, n];
 outputs "label" int64 [None] and "probabilities" float32 [None, 2] (zipmap off, so plain
-tensors). `flip_byte` makes a corrupt copy of an artifact.
+tensors). `mlp_onnx(n_features, hidden, layers, seed)` builds a seeded multilayer perceptron
+with the same input and outputs, heavy enough per row for an accelerator to matter.
+`flip_byte` makes a corrupt copy of an artifact.
 """
 
 from __future__ import annotations
@@ -34,6 +36,43 @@ def logistic_regression_onnx(n_features: int, seed: int = 7, n_rows: int = 512) 
         initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
         options={id(classifier): {"zipmap": False}},
     )
+    return model.SerializeToString()
+
+
+def mlp_onnx(n_features: int, hidden: int = 256, layers: int = 3, seed: int = 7) -> bytes:
+    """`layers` hidden Gemm+Relu layers of `hidden` units, then two classes: "label" (ArgMax)
+    and "probabilities" (Softmax), as the logistic regression answers. Weights are seeded
+    random, scaled so activations stay of order one."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes, weights = [], []
+    current, width = INPUT_NAME, n_features
+
+    def dense(name: str, source: str, units: int) -> str:
+        w = (rng.normal(size=(width, units)) / np.sqrt(width)).astype(np.float32)
+        weights.append(numpy_helper.from_array(w, f"{name}_w"))
+        weights.append(numpy_helper.from_array(np.zeros(units, np.float32), f"{name}_b"))
+        nodes.append(helper.make_node("Gemm", [source, f"{name}_w", f"{name}_b"], [name]))
+        return name
+
+    for layer in range(layers):
+        out = dense(f"dense{layer}", current, hidden)
+        nodes.append(helper.make_node("Relu", [out], [f"relu{layer}"]))
+        current, width = f"relu{layer}", hidden
+    logits = dense("logits", current, 2)
+    nodes.append(helper.make_node("Softmax", [logits], ["probabilities"], axis=1))
+    nodes.append(helper.make_node("ArgMax", [logits], ["label"], axis=1, keepdims=0))
+    graph = helper.make_graph(
+        nodes, "mlp",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [None, n_features])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+         helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])],
+        weights,
+    )
+    # IR 9 / opset 17: read by every ONNX Runtime the extras pin (CPU and CUDA builds).
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
     return model.SerializeToString()
 
 
