@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds measured per round")
     parser.add_argument("--warmup", type=float, default=1.5,
                         help="seconds before measuring, per round")
-    parser.add_argument("--rounds", type=int, default=2,
+    parser.add_argument("--rounds", type=int, default=3,
                         help="alternating rounds of the echo and ours per payload (best kept)")
     parser.add_argument("--mlserver", default=".venv-bench/bin/mlserver",
                         help="the mlserver executable of a separate venv")
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         logistic_regression_onnx,
     )
 
-    for name, default in (("concurrency", 32), ("duration", 5.0), ("warmup", 1.5), ("rounds", 2),
+    for name, default in (("concurrency", 32), ("duration", 5.0), ("warmup", 1.5), ("rounds", 3),
                           ("mlserver", ".venv-bench/bin/mlserver"), ("skip_peer", False),
                           ("skip_predict", False)):
         if not hasattr(args, name):
