@@ -9,6 +9,10 @@ import random
 import time
 from pathlib import Path
 
+from google.protobuf.message import DecodeError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from flywheel.bench.workload import random_event
 from flywheel.common.event_layout import LayoutScreen, learn
 from flywheel.common.event_wire import split_repeated, varint
@@ -16,9 +20,6 @@ from flywheel.common.spec import load_spec
 from flywheel.common.validation import EventValidator
 from flywheel.ingest.core import Ingestor, Outcome
 from flywheel.v1 import events_pb2
-from google.protobuf.message import DecodeError
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 SPEC = load_spec(Path(__file__).resolve().parents[2] / "flywheel.yaml")
 CUSTOMER = SPEC.entity("customer")
@@ -146,9 +147,9 @@ def test_one_screen_over_many_batches_of_mixed_layouts_screens_as_the_walk_does(
     learned, reordered and tried with the head filter, and every verdict is the walk's."""
     rng = random.Random(7)
     ingestor = Ingestor(VALIDATOR, None, None)  # type: ignore[arg-type]
-    for batch_number in range(6):
+    for _batch in range(6):
         batch = []
-        for i in range(400):
+        for _ in range(400):
             event = random_event(CUSTOMER, f"c{rng.randrange(10 ** rng.randrange(1, 5))}",
                                  EVENT_TIME_MS - rng.randrange(0, 10_000), rng)
             data = bytearray(event.SerializeToString())

@@ -10,6 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from google.protobuf.message import DecodeError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from flywheel.bench.workload import random_event
 from flywheel.common.errors import InvalidArgument
 from flywheel.common.event_wire import (
@@ -23,9 +27,6 @@ from flywheel.common.spec import load_spec
 from flywheel.common.validation import EventValidator
 from flywheel.ingest.core import Ingestor, Outcome
 from flywheel.v1 import common_pb2, events_pb2, ingest_pb2
-from google.protobuf.message import DecodeError
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 SPEC = load_spec(Path(__file__).resolve().parents[2] / "flywheel.yaml")
 CUSTOMER = SPEC.entity("customer")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 
-def bench_common(args: Any):  # noqa: ANN201 - CommonSettings, imported lazily
+def bench_common(args: Any):
     """CommonSettings from FLYWHEEL_* (broker and Redis), with a fresh namespace."""
     from flywheel.common.settings import CommonSettings
 

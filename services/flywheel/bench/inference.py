@@ -85,7 +85,8 @@ def _infer_request(rows: int) -> bytes:
 
 
 @contextlib.contextmanager
-def _process(argv: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> Iterator[subprocess.Popen]:
+def _process(argv: list[str], env: dict[str, str], log: Path,
+             cwd: Path | None = None) -> Iterator[subprocess.Popen]:
     with open(log, "wb") as out:
         process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
                                    start_new_session=True)
@@ -226,7 +227,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def throughput(key: str) -> float:
         return figures[key]["rps"]
 
-    detail = {k: v for k, v in figures.items()}
+    detail = dict(figures)
     results = [
         report.result("inference", "ModelInfer 1 row: rps vs echo", throughput("ours_1"),
                       throughput("echo_1"), "grpc.aio echo (same bytes)", 0.7, "higher",

@@ -4,10 +4,10 @@ confluent-kafka producer loop with the same payloads and acks=all, in the same r
 The ingest service runs as its own process on a fresh namespace, as deployed (`--in-process`
 runs it inside the bench's event loop instead, sharing the interpreter with the client). The
 client sends pre-serialized stream messages so that the figure is the server's (validation,
-event ids, publishing and waiting for every acknowledgement). The baseline produces the same serialized events, keyed
-the same way, with the same three headers ingest puts on every record (message type, request
-id, traceparent), with the producer settings of the services, and waits for every delivery
-report. Rounds alternate between the two; the best round of each is the headline.
+event ids, publishing and waiting for every acknowledgement). The baseline produces the
+same serialized events, keyed the same way, with the same three headers ingest puts on every
+record (message type, request id, traceparent), with the producer settings of the services,
+and waits for every delivery report. Rounds alternate between the two; the best round of each is the headline.
 """
 
 from __future__ import annotations

@@ -57,8 +57,14 @@ class EntityRules:
     """One entity type's schema, prepared for fast checks."""
 
     __slots__ = (
-        "entity", "name", "kinds", "finite_required", "dimension", "max_future_s",
-        "encoded_event", "_fast_features",
+        "_fast_features",
+        "dimension",
+        "encoded_event",
+        "entity",
+        "finite_required",
+        "kinds",
+        "max_future_s",
+        "name",
     )
 
     def __init__(self, entity: EntitySpec) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,6 @@ def rollbacks(changes: Sequence[tuple[float, int]]) -> list[dict[str, float | in
     """Each change back to an older version: the mesh rolled a promotion back."""
     return [
         {"t": round(t, 2), "from": previous, "to": version}
-        for (_, previous), (t, version) in zip(changes, changes[1:])
+        for (_, previous), (t, version) in pairwise(changes)
         if version < previous
     ]

@@ -140,7 +140,9 @@ class MeshClients:
         request = training_pb2.GetTrainingRunRequest(run_id=run_id)
         return (await self.training.GetTrainingRun(request, timeout=self.deadline_s)).run
 
-    async def promote(self, model: str, version: int, reason: str) -> training_pb2.PromoteModelVersionResponse:
+    async def promote(
+        self, model: str, version: int, reason: str
+    ) -> training_pb2.PromoteModelVersionResponse:
         request = training_pb2.PromoteModelVersionRequest(
             model_name=model, version=version, alias="champion", reason=reason
         )

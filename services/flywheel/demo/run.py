@@ -194,7 +194,8 @@ class DemoRun:
             stream_end = min(self._elapsed() + STREAM_S, self.config.duration_s)
             sent: list[str] = []
 
-            async def batches():
+            # Bound as defaults: the generator is drained before the loop moves on.
+            async def batches(stream_end=stream_end, sent=sent):
                 nonlocal drift_noted
                 while (now := self._elapsed()) < stream_end:
                     count = pacer.due(now)

@@ -5,9 +5,10 @@ future. The first request of an empty queue waits at most `max_queue_delay_us` f
 but only while requests arrive closer together than that on average (smoothed gaps between
 arrivals): under a trickle no company would come in time, and the wait would only add
 latency, so it goes at the next loop iteration. Requests that queue while a run is in flight
-are taken by the next run as soon as it can start. A batch stacks requests of the same input shapes and dtypes, up to `max_batch_size`
-rows (a single request larger than that runs alone), runs once, and is split back by row
-offsets, so each caller gets exactly the rows it sent. A request of `max_batch_size` rows or
+are taken by the next run as soon as it can start. A batch stacks requests of the same input
+shapes and dtypes, up to `max_batch_size` rows (a single request larger than that runs
+alone), runs once, and is split back by row offsets, so each caller gets exactly the rows it
+sent. A request of `max_batch_size` rows or
 more that finds the batcher idle (nothing queued, no run in flight) has no company to wait
 for: when its size class runs inline (below) it runs at once, without queueing.
 

@@ -224,8 +224,9 @@ class Ingestor:
         return outcome
 
     async def ingest_stream(self, messages: AsyncIterator[bytes], budget: Budget) -> Outcome:
-        """Encoded IngestStreamRequests. Publishes each stream message as it arrives; at most `max_in_flight_events`
-        unacknowledged events are held, so memory stays bounded whatever the stream's size."""
+        """Encoded IngestStreamRequests. Publishes each stream message as it arrives; at most
+        `max_in_flight_events` unacknowledged events are held, so memory stays bounded whatever
+        the stream's size."""
         outcome = Outcome()
         in_flight: deque[tuple[int, _Acknowledgements]] = deque()
         pending = 0

@@ -43,7 +43,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self._ack_timeout_s = ack_timeout_s
         self._margin_s = margin_s
 
-    async def Ingest(  # noqa: N802 - gRPC method name
+    async def Ingest(
         self, request: bytes, context: grpc.aio.ServicerContext
     ) -> ingest_pb2.IngestResponse:
         """`request`: an encoded IngestRequest."""
@@ -57,7 +57,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             accepted_event_ids=outcome.accepted_event_ids,
         )
 
-    async def IngestStream(  # noqa: N802 - gRPC method name
+    async def IngestStream(
         self,
         request_iterator: AsyncIterator[bytes],
         context: grpc.aio.ServicerContext,

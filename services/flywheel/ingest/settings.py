@@ -19,7 +19,8 @@ class IngestSettings(ServiceSettings):
         "before the stream stops reading (bounds memory).",
     )
     max_reported_rejections: int = Field(
-        100_000, gt=0, description="Rejections listed in one reply at most (the rest only counted in rejected_count)."
+        100_000, gt=0,
+        description="Rejections listed in one reply at most (the rest only counted in rejected_count).",
     )
     ack_margin_s: float = Field(
         0.25, ge=0,

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.common.grpc.client import health_status
-from flywheel.infra import InfraError, LocalInfra
-from flywheel.infra import processes
+from flywheel.infra import InfraError, LocalInfra, processes
 from flywheel.infra.ports import resolve_ports
 from flywheel.mesh import state as state_file
 from flywheel.mesh.services import BY_NAME, SERVICES, ServiceDef, waves

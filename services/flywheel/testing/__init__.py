@@ -3,7 +3,7 @@
 Load it from a conftest with ``pytest_plugins = ["flywheel.testing.fixtures"]``.
 """
 
-from flywheel.testing.names import Names
 from flywheel.testing.endpoints import Endpoints
+from flywheel.testing.names import Names
 
 __all__ = ["Endpoints", "Names"]

@@ -126,6 +126,6 @@ class Controller:
                 for model_name, reason in await asyncio.to_thread(self.decide_once):
                     if not self.busy(model_name):
                         self.trigger(model_name, reason)
-            except Exception:  # noqa: BLE001 - a failing check must not stop the loop
+            except Exception:
                 log.exception("trigger / live gate check failed")
             await asyncio.sleep(interval_s)

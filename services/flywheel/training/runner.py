@@ -92,7 +92,7 @@ class Runner:
         try:
             self._run(run, self._spec.model(run.model_name))
             run.state = SUCCEEDED
-        except Exception as error:  # noqa: BLE001 - a failed run is recorded, not raised
+        except Exception as error:
             run.state, run.error = FAILED, str(error) or type(error).__name__
             log.warning("training run %s failed: %s", run.run_id, run.error,
                         exc_info=not isinstance(error, FailedPrecondition))

@@ -117,7 +117,7 @@ def test_a_producer_without_its_poll_thread_settles_while_its_owner_waits(
             loop = asyncio.get_running_loop()
             done = loop.create_future()
 
-            def on_delivery(error, _message) -> None:  # noqa: ANN001
+            def on_delivery(error, _message) -> None:
                 reported.append(error)
                 if len(reported) == 20:
                     loop.call_soon_threadsafe(done.set_result, None)

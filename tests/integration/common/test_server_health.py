@@ -57,7 +57,8 @@ async def test_health_is_not_serving_until_ready_then_serving(server_and_gate):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         await _wait_status(stub, health_pb2.HealthCheckResponse.NOT_SERVING)
-        assert await _status(stub, "flywheel.v1.TrainingService") == health_pb2.HealthCheckResponse.NOT_SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        assert await _status(stub, "flywheel.v1.TrainingService") == not_serving
         gate.set()
         await _wait_status(stub, health_pb2.HealthCheckResponse.SERVING)
         assert await _status(stub, "flywheel.v1.TrainingService") == health_pb2.HealthCheckResponse.SERVING

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+
 from flywheel.common.grpc.client import aio_channel, wait_for_serving_async
 from flywheel.common.settings import CommonSettings
 from flywheel.common.spec import load_spec

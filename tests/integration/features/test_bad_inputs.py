@@ -9,6 +9,7 @@ import time
 
 import grpc
 import pytest
+
 from flywheel.bench.workload import random_event
 from flywheel.v1 import common_pb2, features_pb2
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import redis
 from confluent_kafka import Consumer, TopicPartition
+
 from flywheel.bench.workload import random_event
 from flywheel.common.grpc.client import wait_for_serving
 from flywheel.common.kafka.admin import ensure_topics

@@ -9,11 +9,12 @@ import time
 
 import grpc
 import pytest
+from kafka import KafkaProducer
+
 from flywheel.bench.workload import random_event
 from flywheel.common.kafka.topics import Topics
 from flywheel.common.validation import event_time_ms, to_python
 from flywheel.v1 import events_pb2, features_pb2, ingest_pb2
-from kafka import KafkaProducer
 
 ENTITIES = 10_000
 BATCH = 500

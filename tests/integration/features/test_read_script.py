@@ -15,6 +15,10 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from flywheel.bench.workload import random_event
 from flywheel.common.errors import Unavailable
 from flywheel.common.spec import load_spec
@@ -26,9 +30,6 @@ from flywheel.features.online_store import ROW_WRITTEN, OnlineStore
 from flywheel.features.script_pipe import ScriptPipe
 from flywheel.infra.ports import free_port
 from flywheel.v1 import common_pb2, events_pb2, features_pb2
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 SPEC = load_spec(Path(__file__).resolve().parents[3] / "flywheel.yaml")
 NAMES = SPEC.entity("customer").feature_names

@@ -6,6 +6,7 @@ import random
 import time
 
 import numpy as np
+
 from flywheel.bench.workload import random_event
 from flywheel.features.app import FeaturesApp
 from flywheel.v1 import common_pb2, features_pb2

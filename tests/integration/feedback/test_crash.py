@@ -45,7 +45,8 @@ def _start(common, port: int, log) -> subprocess.Popen:
 def test_kill_9_three_times_exactly_once(common, topics, raw_producer, kafka_bootstrap,
                                          tmp_path):
     port = _free_port()
-    log = open(tmp_path / "feedback.log", "wb")
+    # Closed in the finally below, once the last process writing it is gone.
+    log = open(tmp_path / "feedback.log", "wb")  # noqa: SIM115
     process = _start(common, port, log)
     try:
         now = time.time()

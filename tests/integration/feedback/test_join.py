@@ -7,13 +7,12 @@ from collections import Counter
 
 import grpc
 import pytest
+from feedback_kit import feedback, prediction, read_committed, wait_for
 
 from flywheel.common.grpc.client import aio_channel
 from flywheel.feedback.app import FeedbackApp
 from flywheel.feedback.settings import FeedbackSettings
 from flywheel.v1 import common_pb2, feedback_pb2, feedback_pb2_grpc
-
-from feedback_kit import feedback, prediction, read_committed, wait_for
 
 N = 20_000
 

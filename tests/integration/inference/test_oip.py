@@ -13,13 +13,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import pytest_asyncio
+from inference_support import N_FEATURES, SPEC_PATH, register, start_inference
 
 from flywheel.common.registry import ModelRegistry
 from flywheel.common.settings import CommonSettings
 from flywheel.inference.settings import InferenceSettings
 from flywheel.testing import Names
-
-from inference_support import N_FEATURES, SPEC_PATH, register, start_inference
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 MAX_MESSAGE = 256 * 1024

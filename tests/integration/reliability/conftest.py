@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from flywheel.common.settings import CommonSettings
 from reliability_kit import PrivateBroker
+
+from flywheel.common.settings import CommonSettings
 
 SPEC_PATH = Path(__file__).resolve().parents[3] / "flywheel.yaml"
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
+
 from flywheel.common.kafka.producer import Producer
 from flywheel.infra import InfraSettings, LocalInfra
 from flywheel.infra.local import InfraStatus
@@ -166,7 +167,7 @@ def read_topic(bootstrap: str, topic: str, partitions: int, timeout_s: float = 6
             _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
             ends[partition] = high
         consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-        reached = {p: 0 for p in range(partitions)}
+        reached = dict.fromkeys(range(partitions), 0)
         deadline = time.monotonic() + timeout_s
         while any(reached[p] < ends[p] for p in ends):
             assert time.monotonic() < deadline, f"read {reached} of {ends} in {timeout_s}s"

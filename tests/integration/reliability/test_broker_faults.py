@@ -14,6 +14,8 @@ import time
 
 import grpc
 import pytest
+from reliability_kit import PacedStream, read_topic, report, tally
+
 from flywheel.common.grpc.client import aio_channel, wait_for_serving_async
 from flywheel.common.kafka.producer import Producer
 from flywheel.ingest.app import IngestApp
@@ -21,7 +23,6 @@ from flywheel.ingest.settings import IngestSettings
 from flywheel.testing.kafka import create_topics
 from flywheel.testing.names import Names
 from flywheel.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc
-from reliability_kit import PacedStream, read_topic, report, tally
 
 PARTITIONS = 3
 

@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from reliability_kit import report
+
 from flywheel.common.grpc.client import aio_channel, wait_for_serving_async
 from flywheel.common.registry import CHAMPION, ModelRegistry
 from flywheel.inference.app import InferenceApp
@@ -33,7 +35,6 @@ from flywheel.v1 import (
     prediction_pb2,
     prediction_pb2_grpc,
 )
-from reliability_kit import report
 
 N_FEATURES = 24
 LIMIT = 4

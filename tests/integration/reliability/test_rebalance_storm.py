@@ -13,6 +13,8 @@ import time
 import redis
 import redis.asyncio as aioredis
 from confluent_kafka import Consumer, TopicPartition
+from reliability_kit import report
+
 from flywheel.bench.workload import random_event
 from flywheel.common.kafka.admin import ensure_topics
 from flywheel.common.kafka.consumer import ConsumerWorker
@@ -35,7 +37,6 @@ from flywheel.features.online_store import (
 )
 from flywheel.features.vector_index import VectorIndex
 from flywheel.testing.feature_reference import newest_wins
-from reliability_kit import report
 
 EVENTS = 18_000
 ENTITIES = 600

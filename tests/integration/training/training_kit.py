@@ -104,7 +104,7 @@ def read_messages(bootstrap: str, topic: str, settle_s: float = 1.0,
                          "isolation.level": "read_committed", "enable.auto.commit": False,
                          "auto.offset.reset": "earliest"})
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    wanted = ranges or {p: (0, -1) for p in partitions}
+    wanted = ranges or dict.fromkeys(partitions, (0, -1))
     consumer.assign([TopicPartition(topic, p, a) for p, (a, _) in wanted.items()])
     out, quiet_since = [], time.monotonic()
     try:

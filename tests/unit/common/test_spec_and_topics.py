@@ -56,7 +56,7 @@ def test_decode_refuses_bytes_of_another_type():
     topic = Topics().events
     good = topic.encode(events_pb2.Event(entity_id="c1"))
     assert topic.decode(good).entity_id == "c1"
-    with pytest.raises(DecodeError, match="not a flywheel.v1.Event"):
+    with pytest.raises(DecodeError, match=r"not a flywheel\.v1\.Event"):
         topic.decode(b"\xff\xff\xff")
     with pytest.raises(DecodeError, match="header says"):
         topic.decode(good, "flywheel.v1.FeedbackRecorded")

@@ -15,7 +15,8 @@ def test_same_seed_same_world():
     second = World(ScenarioConfig(seed=3)).customers(50, drifted=False)
     assert [c.label for c in first] == [c.label for c in second]
     assert np.array_equal(first[7].features, second[7].features)
-    assert World(ScenarioConfig(seed=4)).customers(1, False)[0].features.tolist() != first[0].features.tolist()
+    other_seed = World(ScenarioConfig(seed=4)).customers(1, False)[0]
+    assert other_seed.features.tolist() != first[0].features.tolist()
 
 
 def test_drift_turns_the_concept_by_the_angle():
@@ -37,7 +38,7 @@ def test_labels_are_noisy_late_and_sometimes_lost():
     assert flipped == pytest.approx(0.05, abs=0.01)
     assert np.mean([not c.label_arrives for c in customers]) == pytest.approx(0.1, abs=0.01)
     delays = [c.label_delay_s for c in customers]
-    assert 0.5 <= min(delays) and max(delays) <= 2.5
+    assert min(delays) >= 0.5 and max(delays) <= 2.5
     assert len({c.index for c in customers}) == len(customers)
 
 

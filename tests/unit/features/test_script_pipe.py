@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from flywheel.features.script_pipe import _Connection, command
 from redis.exceptions import BusyLoadingError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+from flywheel.features.script_pipe import _Connection, command
 
 
 class _Transport:

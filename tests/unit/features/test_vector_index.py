@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from flywheel.features.online_store import StoredVector, Version
 from flywheel.features.vector_index import VectorIndex
 

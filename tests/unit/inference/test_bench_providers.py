@@ -8,6 +8,7 @@ import argparse
 import numpy as np
 import onnxruntime as ort
 import pytest
+
 from flywheel.bench import providers
 from flywheel.inference.runtime import Session
 from flywheel.inference.testing_models import (

@@ -91,7 +91,7 @@ class ConsumerWorker(WorkerThread):
                     self._process(consumer, messages)
         except _Stopping:
             pass
-        except BaseException as error:  # noqa: BLE001 - recorded for health, then re-raised
+        except BaseException as error:
             self.failed = error
             log.exception("consumer %s stopped on an error", self._name)
             raise
@@ -140,7 +140,7 @@ class ConsumerWorker(WorkerThread):
                 self._handler(records)
                 self.processed += len(records)
                 return
-            except Exception as error:  # noqa: BLE001 - the policy decides
+            except Exception as error:
                 action = self._policy(error, attempt)
                 log.warning(
                     "handler failed (attempt %d, %s): %s", attempt, action.value, error,

@@ -254,5 +254,5 @@ def _settle_future(
 class _NotQueued:
     """The delivery report of a record that never reached the client's queue."""
 
-    def str(self) -> str:  # noqa: A003 - mirrors KafkaError.str()
+    def str(self) -> str:
         return "not queued"

@@ -214,7 +214,7 @@ class TransactionalWorker(WorkerThread):
                 except Exception as error:  # noqa: BLE001 - abort, rewind, retry
                     failures += 1
                     self._abort(producer, consumer, error, failures)
-        except BaseException as error:  # noqa: BLE001 - recorded for health, then re-raised
+        except BaseException as error:
             self.failed = error
             log.exception("transactional worker %s stopped on an error", self._name)
             raise
