@@ -42,7 +42,7 @@ _VALUE_HEADS = [wire.VALUES_TAG + wire.varint(n) for n in range(128)]  # tag, 1-
 
 
 @dataclass(frozen=True, slots=True)
-class Layout:
+class FramedLayout:
     """The read-ready copy of one entity type's rows: its features in the spec's order."""
 
     names: tuple[str, ...]
@@ -51,20 +51,20 @@ class Layout:
     positions: dict[str, int]  # feature name -> 1-based position in `names`
 
 
-def layout_of(feature_names: Sequence[str]) -> Layout:
+def layout_of(feature_names: Sequence[str]) -> FramedLayout:
     names = tuple(feature_names)
     entity_field, offsets_field = framed_fields(names)
-    return Layout(
+    return FramedLayout(
         names, entity_field, offsets_field, {n: i for i, n in enumerate(names, start=1)}
     )
 
 
-def layouts_of(entities: Iterable[EntitySpec]) -> dict[str, Layout]:
+def layouts_of(entities: Iterable[EntitySpec]) -> dict[str, FramedLayout]:
     return {entity.name: layout_of(entity.feature_names) for entity in entities}
 
 
 def encoded_entity(
-    layout: Layout, entity_id: str, values: Mapping[str, bytes], time_ms: int
+    layout: FramedLayout, entity_id: str, values: Mapping[str, bytes], time_ms: int
 ) -> tuple[bytes, bytes] | None:
     """(encoded entity, offsets) of a row: `values` maps feature names to their FeatureValue
     encodings. None when the encoded entity would be longer than MAX_ENCODED_ENTITY. The
@@ -97,7 +97,7 @@ def encoded_entity(
     return element, struct.pack(f">{len(offsets)}H", *offsets)
 
 
-def read_arguments(layout: Layout | None, prefix_bytes: int, names: Sequence[str]) -> list:
+def read_arguments(layout: FramedLayout | None, prefix_bytes: int, names: Sequence[str]) -> list:
     """ARGV of READ_SCRIPT for these feature names of an entity type, encoded."""
     if layout is None or any(name not in layout.positions for name in names):
         head: list = ["", "", prefix_bytes, 0, len(names), 0]

@@ -31,7 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from flywheel.common.errors import Unavailable
 from flywheel.common.validation import event_time_ms
-from flywheel.features.framed import READ_SCRIPT, Layout, encoded_entity, read_arguments
+from flywheel.features.framed import READ_SCRIPT, FramedLayout, encoded_entity, read_arguments
 from flywheel.features.keys import (
     ROW_EVENT_ID,
     ROW_RANK,
@@ -127,7 +127,7 @@ def pack_vector(values: Sequence[float]) -> bytes:
 
 def write_arguments(
     keys: KeySpace, events: Sequence[events_pb2.Event],
-    layouts: Mapping[str, Layout] | None = None,
+    layouts: Mapping[str, FramedLayout] | None = None,
 ) -> tuple[list, list]:
     """KEYS and ARGV of the write script for validated events; an entity type with a layout
     gets its encoded entity and offsets fields too."""
@@ -168,14 +168,14 @@ class StoredVector:
 class OnlineStore:
     """Redis access for one namespace: sync (consumer thread) and asyncio (gRPC) clients.
 
-    `layouts` (entity type -> Layout, see `framed.layouts_of`): the entity types whose rows
+    `layouts` (entity type -> FramedLayout, see `framed.layouts_of`): the entity types whose rows
     get their read-ready copy; the others are written and read field by field only.
     `read_pipe`: the read script's own pipelined connection (see `script_pipe`); without
     one, reads go through the asyncio client."""
 
     def __init__(
         self, keys: KeySpace, sync_client, async_client,
-        layouts: Mapping[str, Layout] | None = None,
+        layouts: Mapping[str, FramedLayout] | None = None,
         read_pipe: ScriptPipe | None = None,
     ) -> None:
         self.keys = keys

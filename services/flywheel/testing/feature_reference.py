@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from flywheel.features.framed import Layout, encoded_entity
+from flywheel.features.framed import FramedLayout, encoded_entity
 from flywheel.features.online_store import Version, pack_vector, supersedes, version_of
 from flywheel.v1 import events_pb2
 
@@ -16,7 +16,7 @@ Vectors = dict[str, tuple[Version, bytes]]
 def newest_wins(
     events: Iterable[events_pb2.Event],
     accept: Callable[[events_pb2.Event], bool] = lambda event: True,
-    layouts: Mapping[str, Layout] | None = None,
+    layouts: Mapping[str, FramedLayout] | None = None,
 ) -> tuple[Rows, Vectors]:
     """Per entity: (version, fields) of the newest accepted row, and (version, bytes) of the
     newest vector, whatever order the events came in. The fields of a row: each feature's
