@@ -100,10 +100,8 @@ class InferenceApp:
             common.kafka_bootstrap,
             client_id="inference",
             delivery_timeout_s=common.kafka_timeout_s,
-            # Uncompressed: a Predict waits for its records' acks, so batches stay a few small
-            # records (linger of a few ms), where lz4 saves little and costs CPU twice per batch:
-            # here, and in the broker, which decompresses every batch to validate it.
-            extra_config={"linger.ms": settings.log_linger_ms, "compression.type": "none"},
+            extra_config={"linger.ms": settings.log_linger_ms,
+                          "compression.type": settings.log_compression},
             # The prediction log serves the delivery reports on the event loop (a poll thread
             # would take the GIL from the loop for every batch of reports); the DLQ's blocking
             # sends poll for their own.

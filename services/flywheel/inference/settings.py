@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -81,6 +83,13 @@ class InferenceSettings(ServiceSettings):
     )
     log_timeout_s: float = Field(
         10.0, gt=0, description="Upper bound on waiting for the prediction records' acks."
+    )
+    # Uncompressed by default: a Predict waits for its records' acks, so batches stay a few
+    # small records, where compression saves little and costs CPU twice per batch: here, and
+    # in the broker, which decompresses every batch to validate it.
+    log_compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = Field(
+        "none", description="compression.type of the prediction log's producer (large "
+        "feature vectors or many rows per Predict may gain from lz4 or zstd).",
     )
     log_linger_ms: int = Field(
         2, ge=0, description="Producer linger of the prediction log (latency vs batching)."
