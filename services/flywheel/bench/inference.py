@@ -14,7 +14,9 @@ share a GIL), the same concurrency and duration for every server measured in thi
 
 Ours and the echo are measured in alternating rounds (echo, ours, echo, ours, ... for each
 payload), both servers running throughout, and each side keeps its best round: a burst of
-noise from other work on the machine then hits both sides alike instead of one.
+noise from other work on the machine then hits both sides alike instead of one. Before the
+rounds, each server gets `--prime` seconds of unmeasured load on the payload: the first
+seconds of a path (a new topic, a freshly started broker's JIT) are not its steady state.
 
 Needs Kafka (FLYWHEEL_KAFKA_BOOTSTRAP) for the services; Redis (FLYWHEEL_REDIS_URL) for the
 Predict part. The service processes are started here and stopped at the end.
@@ -56,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds before measuring, per round")
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating rounds of the echo and ours per payload (best kept)")
+    parser.add_argument("--prime", type=float, default=5.0,
+                        help="seconds of unmeasured load per server and payload before the "
+                        "rounds (a freshly started broker or JIT warms up)")
     parser.add_argument("--mlserver", default=".venv-bench/bin/mlserver",
                         help="the mlserver executable of a separate venv")
     parser.add_argument("--skip-peer", action="store_true", help="do not measure MLServer")
@@ -146,6 +151,12 @@ def _alternating(targets: dict[str, str], case: str, method: str, payload: bytes
     """`args.rounds` rounds of each target in turn on one payload; per target its best round
     (highest throughput), with every round's throughput beside it."""
     rounds: dict[str, list[dict]] = {name: [] for name in targets}
+    if args.prime > 0:
+        # Unmeasured: the first seconds of a path (a new topic, the broker's JIT, caches) are
+        # not its steady state.
+        priming = argparse.Namespace(**{**vars(args), "duration": args.prime, "warmup": 0.0})
+        for target in targets.values():
+            _measure(target, method, payload, priming, work)
     for _ in range(max(1, args.rounds)):
         for name, target in targets.items():
             rounds[name].append(_measure(target, method, payload, args, work))
@@ -169,7 +180,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
 
     for name, default in (("concurrency", 32), ("duration", 5.0), ("warmup", 1.5), ("rounds", 3),
-                          ("mlserver", ".venv-bench/bin/mlserver"), ("skip_peer", False),
+                          ("prime", 5.0), ("mlserver", ".venv-bench/bin/mlserver"), ("skip_peer", False),
                           ("skip_predict", False)):
         if not hasattr(args, name):
             setattr(args, name, default)
