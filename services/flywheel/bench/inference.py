@@ -179,11 +179,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         logistic_regression_onnx,
     )
 
-    for name, default in (("concurrency", 32), ("duration", 5.0), ("warmup", 1.5), ("rounds", 3),
-                          ("prime", 5.0), ("mlserver", ".venv-bench/bin/mlserver"), ("skip_peer", False),
-                          ("skip_predict", False)):
-        if not hasattr(args, name):
-            setattr(args, name, default)
+    report.with_defaults(args, add_arguments)
     common = CommonSettings()
     work = Path(tempfile.mkdtemp(prefix="flywheel-bench-inference-"))
     namespace = f"bench{secrets.token_hex(4)}"

@@ -150,10 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         mlp_onnx,
     )
 
-    for name, default in (("max_batch", 8192), ("min_seconds", 0.3), ("cpu_threads", 0),
-                          ("hidden", 0), ("layers", 3), ("device_id", 0)):
-        if not hasattr(args, name):
-            setattr(args, name, default)
+    report.with_defaults(args, add_arguments)
     if args.hidden > 0:
         model = mlp_onnx(N_FEATURES, args.hidden, args.layers)
         model_name = f"MLP {N_FEATURES}-{'-'.join([str(args.hidden)] * args.layers)}-2"

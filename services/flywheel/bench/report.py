@@ -80,6 +80,20 @@ def emit(outcome: dict[str, Any], as_json: bool = False, stream: Any = None) -> 
             print(f"  {key}: {json.dumps(value, default=str)}", file=out)
 
 
+def with_defaults(args: Any, add_arguments: Any) -> Any:
+    """`args` with every option that `add_arguments` declares and `args` lacks set to its
+    declared default: a bench's `run` called directly (not from its command line) reads its
+    defaults from the one place they are written."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    for name, value in vars(parser.parse_args([])).items():
+        if not hasattr(args, name):
+            setattr(args, name, value)
+    return args
+
+
 def standalone(target: str, add_arguments: Any, run: Any) -> None:
     """`python -m flywheel.bench.<target>`: the same as `flywheel bench <target>`."""
     import argparse

@@ -66,6 +66,16 @@ def test_rows_per_second_counts_rows_over_the_runs():
     assert len(calls) == 7 and rate > 0
 
 
+def test_options_not_given_take_the_defaults_the_command_line_declares():
+    from flywheel.bench import inference, report
+
+    args = report.with_defaults(argparse.Namespace(max_batch=4), providers.add_arguments)
+    assert (args.max_batch, args.min_seconds, args.cpu_threads, args.hidden, args.layers,
+            args.device_id) == (4, 0.3, 0, 0, 3, 0)
+    args = report.with_defaults(argparse.Namespace(rounds=1), inference.add_arguments)
+    assert (args.rounds, args.duration, args.prime, args.skip_peer) == (1, 5.0, 5.0, False)
+
+
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
 ARGS = {"max_batch": 4, "min_seconds": 0.01, "cpu_threads": 1, "hidden": 0, "layers": 3,
         "device_id": 0}
