@@ -8,9 +8,9 @@ latency, so it goes at the next loop iteration. Requests that queue while a run 
 are taken by the next run as soon as it can start. A batch stacks requests of the same input
 shapes and dtypes, up to `max_batch_size` rows (a single request larger than that runs
 alone), runs once, and is split back by row offsets, so each caller gets exactly the rows it
-sent. A request of `max_batch_size` rows or
-more that finds the batcher idle (nothing queued, no run in flight) has no company to wait
-for: when its size class runs inline (below) it runs at once, without queueing.
+sent. A request of `max_batch_size` rows or more that finds the batcher idle (nothing
+queued, no run in flight) has no company to wait for: when its size class runs inline
+(below) it runs at once, without queueing.
 
 Where a run happens: in the worker thread by default. Handing a run to a thread and waking the
 event loop when it is done costs a few hundred microseconds of CPU (GIL hand-off, self-pipe
