@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -39,6 +40,19 @@ class FeatureSpec(_Frozen):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     dtype: Dtype = Dtype.DOUBLE
     allow_nan: bool = False
+    # A string feature's categories: a model reads the value as its index + 1, and any value
+    # not listed as 0 (the reserved unknown code). Required for a string feature a model
+    # reads; the version registered freezes it (see flywheel.common.encoding).
+    vocabulary: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _vocabulary_for_strings(self) -> FeatureSpec:
+        if self.vocabulary is not None:
+            if self.dtype is not Dtype.STRING:
+                raise ValueError(f"feature {self.name}: only a string feature has a vocabulary")
+            if len(set(self.vocabulary)) != len(self.vocabulary) or not self.vocabulary:
+                raise ValueError(f"feature {self.name}: vocabulary must be non-empty and unique")
+        return self
 
 
 class VectorSpec(_Frozen):
@@ -82,6 +96,10 @@ class TriggerSpec(_Frozen):
     accuracy_below: float = Field(0.0, ge=0, le=1)
     # Champion live accuracy below its training-time accuracy by more than this (0: off).
     accuracy_drop: float = Field(0.0, ge=0, le=1)
+    # Regression: champion live error (the live metric, mae or rmse) above this (0: off).
+    error_above: float = Field(0.0, ge=0)
+    # Regression: champion live error above its training-time error by more than this (0: off).
+    error_increase: float = Field(0.0, ge=0)
     window: int = Field(500, gt=0)
     # Population stability index of any feature past this (0: off).
     psi_above: float = Field(0.0, ge=0)
@@ -92,10 +110,22 @@ class TriggerSpec(_Frozen):
 
 
 class GateSpec(_Frozen):
-    metric: str = "accuracy"
-    # Candidate must beat the champion by at least this much on the same holdout.
-    min_improvement: float = 0.0
+    # The metric judged on the holdout; empty: the task's own (accuracy for classification,
+    # mae for regression). See ModelSpec.gate_metric.
+    metric: str = ""
+    # Candidate must beat the champion by at least this much on the same holdout. With 0, a
+    # tie passes: the candidate learned from more recent data (see training.gate.decide).
+    min_improvement: float = Field(0.0, ge=0)
     min_holdout: int = Field(200, gt=0)
+
+
+class TrainingMode(str, Enum):
+    # A new model on the recent window (what every run did before modes existed).
+    SCRATCH = "scratch"
+    # Continue the champion's native state on the recent window.
+    FINE_TUNE = "fine_tune"
+    # Both candidates in one run, each gated against the champion; the better passing wins.
+    BEST_OF = "best_of"
 
 
 class TrainingSpec(_Frozen):
@@ -103,13 +133,24 @@ class TrainingSpec(_Frozen):
     window: int = Field(5000, gt=0)
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
     min_examples: int = Field(200, gt=0)
+    # A built-in trainer (logistic, ridge, mlp, lightgbm, xgboost) or "module:factory"
+    # naming a user's (flywheel.training.trainers). Empty: logistic for classification,
+    # ridge for regression.
+    trainer: str = ""
+    mode: TrainingMode = TrainingMode.SCRATCH
+    # The trainer's hyperparameters; checked against the trainer when the spec is loaded.
+    params: dict[str, Any] = Field(default_factory=dict)
+    # Largest difference allowed between the native model's and its ONNX export's outputs
+    # on the holdout (probabilities, or values relative to the label scale).
+    parity_tolerance: float = Field(1e-3, gt=0)
 
 
 class LiveGateSpec(_Frozen):
     # Shadow predictions joined with labels needed before live promotion is decided.
     min_labels: int = Field(300, gt=0)
-    # Roll back a new champion whose live accuracy falls below its predecessor's by this.
-    rollback_margin: float = Field(0.05, ge=0, le=1)
+    # Roll back a new champion whose live metric (the gate's) is worse than its
+    # predecessor's on the same joined labels by more than this.
+    rollback_margin: float = Field(0.05, ge=0)
 
 
 class ModelSpec(_Frozen):
@@ -123,6 +164,37 @@ class ModelSpec(_Frozen):
     gate: GateSpec = GateSpec()
     training: TrainingSpec = TrainingSpec()
     live: LiveGateSpec = LiveGateSpec()
+
+    @property
+    def gate_metric(self) -> str:
+        """The metric that judges this model offline and live: the gate's, else the task's."""
+        if self.gate.metric:
+            return self.gate.metric
+        return "accuracy" if self.task.is_classification else "mae"
+
+    @property
+    def trainer(self) -> str:
+        if self.training.trainer:
+            return self.training.trainer
+        return "logistic" if self.task.is_classification else "ridge"
+
+    @model_validator(mode="after")
+    def _metrics_fit_the_task(self) -> ModelSpec:
+        classification = {"accuracy", "f1", "roc_auc", "log_loss"}
+        regression = {"mae", "rmse"}
+        allowed = classification if self.task.is_classification else regression
+        if self.gate_metric not in allowed:
+            raise ValueError(f"model {self.name}: gate.metric {self.gate_metric!r} does not fit "
+                             f"task {self.task.value} (one of {sorted(allowed)})")
+        t = self.triggers
+        if self.task.is_classification and (t.error_above or t.error_increase):
+            raise ValueError(f"model {self.name}: triggers.error_above / error_increase are for "
+                             "regression; a classifier uses accuracy_below / accuracy_drop")
+        if not self.task.is_classification and (t.accuracy_below or t.accuracy_drop):
+            raise ValueError(f"model {self.name}: triggers.accuracy_below / accuracy_drop are for "
+                             "classification; a regression model uses error_above / "
+                             "error_increase")
+        return self
 
 
 class FeedbackSpec(_Frozen):
@@ -147,7 +219,23 @@ class FlywheelSpec(_Frozen):
             missing = set(model.features) - set(entity.feature_names)
             if missing:
                 raise ValueError(f"model {model.name}: unknown features {sorted(missing)}")
+            for name in model.features:
+                feature = entity.feature(name)
+                if feature.dtype is Dtype.STRING and feature.vocabulary is None:
+                    raise ValueError(f"model {model.name} reads string feature {name}: declare "
+                                     f"its categories (vocabulary: [...]) in entity "
+                                     f"{entity.name}")
         return self
+
+    def vocabularies(self, model: ModelSpec) -> dict[str, tuple[str, ...]]:
+        """The categories of the string features `model` reads, by feature name."""
+        entity = self.entity(model.entity_type)
+        out = {}
+        for name in model.features:
+            feature = entity.feature(name)
+            if feature.vocabulary is not None:
+                out[name] = feature.vocabulary
+        return out
 
     def entity(self, name: str) -> EntitySpec:
         for entity in self.entities:

@@ -60,11 +60,11 @@ def metric(name: str, y_true: np.ndarray, predicted: np.ndarray,
     raise InvalidArgument(f"unknown metric {name!r}", field="metric")
 
 
-def decide(spec: GateSpec, candidate: float, champion: float | None, holdout: int) -> GateDecision:
+def decide(spec: GateSpec, name: str, candidate: float, champion: float | None,
+           holdout: int) -> GateDecision:
     """Promote when the holdout is big enough and, with a champion, the candidate beats it by
     at least `min_improvement` (strictly, when that is 0: a tie keeps the champion)."""
-    higher = METRICS.get(spec.metric, True)
-    name = spec.metric
+    higher = METRICS.get(name, True)
     if holdout < spec.min_holdout:
         return GateDecision(False, name, candidate, champion, holdout,
                             f"refused: holdout {holdout} < min_holdout {spec.min_holdout}")

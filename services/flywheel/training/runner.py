@@ -113,8 +113,8 @@ class Runner:
         with self._stage(run, "evaluate"):
             metrics, champion, outputs = self._evaluate(artifact, window, spec)
             run.parent_version = champion
-            run.gate = decide(spec.gate, metrics[spec.gate.metric],
-                              metrics.get(f"champion_{spec.gate.metric}"), len(window.y_holdout))
+            run.gate = decide(spec.gate, spec.gate_metric, metrics[spec.gate_metric],
+                              metrics.get(f"champion_{spec.gate_metric}"), len(window.y_holdout))
         with self._stage(run, "register"):
             version = self._registry.register(
                 spec.name, artifact, task=TASKS[spec.task], entity_type=spec.entity_type,
@@ -147,8 +147,8 @@ class Runner:
         """Candidate and champion metrics on the same holdout; returns them, the champion's
         version (0: none) and the candidate's output names."""
         names = ["accuracy", "f1"] if spec.task.is_classification else ["rmse", "mae"]
-        if spec.gate.metric not in names:
-            names.append(spec.gate.metric)
+        if spec.gate_metric not in names:
+            names.append(spec.gate_metric)
         y = window.y_holdout
         out: dict[str, float] = {"training_examples": float(len(window.y_train)),
                                  "holdout_examples": float(len(y))}

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66lywheel/v1/common.proto\x12\x0b\x66lywheel.v1\"s\n\x0c\x46\x65\x61tureValue\x12\x16\n\x0c\x64ouble_value\x18\x01 \x01(\x01H\x00\x12\x15\n\x0bint64_value\x18\x02 \x01(\x03H\x00\x12\x14\n\nbool_value\x18\x03 \x01(\x08H\x00\x12\x16\n\x0cstring_value\x18\x04 \x01(\tH\x00\x42\x06\n\x04kind\"\x18\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"7\n\x05Label\x12\x15\n\x0b\x63lass_label\x18\x01 \x01(\x03H\x00\x12\x0f\n\x05value\x18\x02 \x01(\x01H\x00\x42\x06\n\x04kind\"V\n\x0bModelOutput\x12\x17\n\x0fpredicted_class\x18\x01 \x01(\x03\x12\x15\n\rprobabilities\x18\x02 \x03(\x01\x12\x17\n\x0fpredicted_value\x18\x03 \x01(\x01\"Y\n\x0bOffsetRange\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x14\n\x0cstart_offset\x18\x03 \x01(\x03\x12\x12\n\nend_offset\x18\x04 \x01(\x03\"\xb8\x01\n\x07Lineage\x12/\n\rtraining_data\x18\x01 \x03(\x0b\x32\x18.flywheel.v1.OffsetRange\x12\x16\n\x0eparent_version\x18\x02 \x01(\x03\x12\x17\n\x0ftraining_run_id\x18\x03 \x01(\t\x12\x16\n\x0etrigger_reason\x18\x04 \x01(\t\x12\x19\n\x11training_examples\x18\x05 \x01(\x03\x12\x18\n\x10holdout_examples\x18\x06 \x01(\x03\"\xfe\x02\n\x0cModelVersion\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x14\n\x0c\x61rtifact_uri\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12$\n\x04task\x18\x05 \x01(\x0e\x32\x16.flywheel.v1.ModelTask\x12\x15\n\rfeature_names\x18\x06 \x03(\t\x12\x13\n\x0b\x65ntity_type\x18\x07 \x01(\t\x12\x37\n\x07metrics\x18\x08 \x03(\x0b\x32&.flywheel.v1.ModelVersion.MetricsEntry\x12\x0f\n\x07\x61liases\x18\t \x03(\t\x12%\n\x07lineage\x18\n \x01(\x0b\x32\x14.flywheel.v1.Lineage\x12\x1a\n\x12\x63reated_at_unix_ms\x18\x0b \x01(\x03\x12\x14\n\x0coutput_names\x18\x0c \x03(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*W\n\tModelRole\x12\x1a\n\x16MODEL_ROLE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_ROLE_CHAMPION\x10\x01\x12\x15\n\x11MODEL_ROLE_SHADOW\x10\x02*\x92\x01\n\tModelTask\x12\x1a\n\x16MODEL_TASK_UNSPECIFIED\x10\x00\x12$\n MODEL_TASK_BINARY_CLASSIFICATION\x10\x01\x12(\n$MODEL_TASK_MULTICLASS_CLASSIFICATION\x10\x02\x12\x19\n\x15MODEL_TASK_REGRESSION\x10\x03*\x92\x01\n\x0bLabelSource\x12\x1c\n\x18LABEL_SOURCE_UNSPECIFIED\x10\x00\x12\x16\n\x12LABEL_SOURCE_HUMAN\x10\x01\x12\x1c\n\x18LABEL_SOURCE_APPLICATION\x10\x02\x12\x17\n\x13LABEL_SOURCE_SYSTEM\x10\x03\x12\x16\n\x12LABEL_SOURCE_MODEL\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66lywheel/v1/common.proto\x12\x0b\x66lywheel.v1\"s\n\x0c\x46\x65\x61tureValue\x12\x16\n\x0c\x64ouble_value\x18\x01 \x01(\x01H\x00\x12\x15\n\x0bint64_value\x18\x02 \x01(\x03H\x00\x12\x14\n\nbool_value\x18\x03 \x01(\x08H\x00\x12\x16\n\x0cstring_value\x18\x04 \x01(\tH\x00\x42\x06\n\x04kind\"\x18\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"7\n\x05Label\x12\x15\n\x0b\x63lass_label\x18\x01 \x01(\x03H\x00\x12\x0f\n\x05value\x18\x02 \x01(\x01H\x00\x42\x06\n\x04kind\"V\n\x0bModelOutput\x12\x17\n\x0fpredicted_class\x18\x01 \x01(\x03\x12\x15\n\rprobabilities\x18\x02 \x03(\x01\x12\x17\n\x0fpredicted_value\x18\x03 \x01(\x01\"Y\n\x0bOffsetRange\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x14\n\x0cstart_offset\x18\x03 \x01(\x03\x12\x12\n\nend_offset\x18\x04 \x01(\x03\"\x93\x02\n\x07Lineage\x12/\n\rtraining_data\x18\x01 \x03(\x0b\x32\x18.flywheel.v1.OffsetRange\x12\x16\n\x0eparent_version\x18\x02 \x01(\x03\x12\x17\n\x0ftraining_run_id\x18\x03 \x01(\t\x12\x16\n\x0etrigger_reason\x18\x04 \x01(\t\x12\x19\n\x11training_examples\x18\x05 \x01(\x03\x12\x18\n\x10holdout_examples\x18\x06 \x01(\x03\x12\x15\n\rtraining_mode\x18\x07 \x01(\t\x12\x1e\n\x16\x63ontinued_from_version\x18\x08 \x01(\x03\x12\x11\n\tmode_note\x18\t \x01(\t\x12\x0f\n\x07trainer\x18\n \x01(\t\"\x1c\n\nVocabulary\x12\x0e\n\x06values\x18\x01 \x03(\t\"9\n\x0cInputBinding\x12\x12\n\ninput_name\x18\x01 \x01(\t\x12\x15\n\rfeature_names\x18\x02 \x03(\t\"n\n\nProvenance\x12\x15\n\rsource_sha256\x18\x01 \x01(\t\x12\x13\n\x0bsource_path\x18\x02 \x01(\t\x12\x15\n\rregistered_by\x18\x03 \x01(\t\x12\x1d\n\x15registered_at_unix_ms\x18\x04 \x01(\x03\"\xdf\x05\n\x0cModelVersion\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x14\n\x0c\x61rtifact_uri\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12$\n\x04task\x18\x05 \x01(\x0e\x32\x16.flywheel.v1.ModelTask\x12\x15\n\rfeature_names\x18\x06 \x03(\t\x12\x13\n\x0b\x65ntity_type\x18\x07 \x01(\t\x12\x37\n\x07metrics\x18\x08 \x03(\x0b\x32&.flywheel.v1.ModelVersion.MetricsEntry\x12\x0f\n\x07\x61liases\x18\t \x03(\t\x12%\n\x07lineage\x18\n \x01(\x0b\x32\x14.flywheel.v1.Lineage\x12\x1a\n\x12\x63reated_at_unix_ms\x18\x0b \x01(\x03\x12\x14\n\x0coutput_names\x18\x0c \x03(\t\x12\x41\n\x0cvocabularies\x18\r \x03(\x0b\x32+.flywheel.v1.ModelVersion.VocabulariesEntry\x12)\n\x06inputs\x18\x0e \x03(\x0b\x32\x19.flywheel.v1.InputBinding\x12\x17\n\x0fscore_threshold\x18\x0f \x01(\x01\x12+\n\nprovenance\x18\x10 \x01(\x0b\x32\x17.flywheel.v1.Provenance\x12/\n\x06status\x18\x11 \x01(\x0e\x32\x1f.flywheel.v1.ModelVersionStatus\x12\x15\n\rstatus_reason\x18\x12 \x01(\t\x12\x15\n\rnative_format\x18\x13 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1aL\n\x11VocabulariesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.flywheel.v1.Vocabulary:\x02\x38\x01*W\n\tModelRole\x12\x1a\n\x16MODEL_ROLE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_ROLE_CHAMPION\x10\x01\x12\x15\n\x11MODEL_ROLE_SHADOW\x10\x02*\x92\x01\n\tModelTask\x12\x1a\n\x16MODEL_TASK_UNSPECIFIED\x10\x00\x12$\n MODEL_TASK_BINARY_CLASSIFICATION\x10\x01\x12(\n$MODEL_TASK_MULTICLASS_CLASSIFICATION\x10\x02\x12\x19\n\x15MODEL_TASK_REGRESSION\x10\x03*\x92\x01\n\x0bLabelSource\x12\x1c\n\x18LABEL_SOURCE_UNSPECIFIED\x10\x00\x12\x16\n\x12LABEL_SOURCE_HUMAN\x10\x01\x12\x1c\n\x18LABEL_SOURCE_APPLICATION\x10\x02\x12\x17\n\x13LABEL_SOURCE_SYSTEM\x10\x03\x12\x16\n\x12LABEL_SOURCE_MODEL\x10\x04*|\n\x12ModelVersionStatus\x12$\n MODEL_VERSION_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aMODEL_VERSION_STATUS_READY\x10\x01\x12 \n\x1cMODEL_VERSION_STATUS_REFUSED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,12 +33,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELVERSION_METRICSENTRY']._loaded_options = None
   _globals['_MODELVERSION_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_MODELROLE']._serialized_start=992
-  _globals['_MODELROLE']._serialized_end=1079
-  _globals['_MODELTASK']._serialized_start=1082
-  _globals['_MODELTASK']._serialized_end=1228
-  _globals['_LABELSOURCE']._serialized_start=1231
-  _globals['_LABELSOURCE']._serialized_end=1377
+  _globals['_MODELVERSION_VOCABULARIESENTRY']._loaded_options = None
+  _globals['_MODELVERSION_VOCABULARIESENTRY']._serialized_options = b'8\001'
+  _globals['_MODELROLE']._serialized_start=1637
+  _globals['_MODELROLE']._serialized_end=1724
+  _globals['_MODELTASK']._serialized_start=1727
+  _globals['_MODELTASK']._serialized_end=1873
+  _globals['_LABELSOURCE']._serialized_start=1876
+  _globals['_LABELSOURCE']._serialized_end=2022
+  _globals['_MODELVERSIONSTATUS']._serialized_start=2024
+  _globals['_MODELVERSIONSTATUS']._serialized_end=2148
   _globals['_FEATUREVALUE']._serialized_start=41
   _globals['_FEATUREVALUE']._serialized_end=156
   _globals['_VECTOR']._serialized_start=158
@@ -50,9 +54,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OFFSETRANGE']._serialized_start=329
   _globals['_OFFSETRANGE']._serialized_end=418
   _globals['_LINEAGE']._serialized_start=421
-  _globals['_LINEAGE']._serialized_end=605
-  _globals['_MODELVERSION']._serialized_start=608
-  _globals['_MODELVERSION']._serialized_end=990
-  _globals['_MODELVERSION_METRICSENTRY']._serialized_start=944
-  _globals['_MODELVERSION_METRICSENTRY']._serialized_end=990
+  _globals['_LINEAGE']._serialized_end=696
+  _globals['_VOCABULARY']._serialized_start=698
+  _globals['_VOCABULARY']._serialized_end=726
+  _globals['_INPUTBINDING']._serialized_start=728
+  _globals['_INPUTBINDING']._serialized_end=785
+  _globals['_PROVENANCE']._serialized_start=787
+  _globals['_PROVENANCE']._serialized_end=897
+  _globals['_MODELVERSION']._serialized_start=900
+  _globals['_MODELVERSION']._serialized_end=1635
+  _globals['_MODELVERSION_METRICSENTRY']._serialized_start=1511
+  _globals['_MODELVERSION_METRICSENTRY']._serialized_end=1557
+  _globals['_MODELVERSION_VOCABULARIESENTRY']._serialized_start=1559
+  _globals['_MODELVERSION_VOCABULARIESENTRY']._serialized_end=1635
 # @@protoc_insertion_point(module_scope)

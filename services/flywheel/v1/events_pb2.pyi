@@ -19,12 +19,21 @@ class ModelVersionChange(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_VERSION_CHANGE_SHADOWED: _ClassVar[ModelVersionChange]
     MODEL_VERSION_CHANGE_ROLLED_BACK: _ClassVar[ModelVersionChange]
     MODEL_VERSION_CHANGE_RETIRED: _ClassVar[ModelVersionChange]
+
+class ModelLoadOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODEL_LOAD_OUTCOME_UNSPECIFIED: _ClassVar[ModelLoadOutcome]
+    MODEL_LOAD_OUTCOME_LOADED: _ClassVar[ModelLoadOutcome]
+    MODEL_LOAD_OUTCOME_REFUSED: _ClassVar[ModelLoadOutcome]
 MODEL_VERSION_CHANGE_UNSPECIFIED: ModelVersionChange
 MODEL_VERSION_CHANGE_REGISTERED: ModelVersionChange
 MODEL_VERSION_CHANGE_PROMOTED: ModelVersionChange
 MODEL_VERSION_CHANGE_SHADOWED: ModelVersionChange
 MODEL_VERSION_CHANGE_ROLLED_BACK: ModelVersionChange
 MODEL_VERSION_CHANGE_RETIRED: ModelVersionChange
+MODEL_LOAD_OUTCOME_UNSPECIFIED: ModelLoadOutcome
+MODEL_LOAD_OUTCOME_LOADED: ModelLoadOutcome
+MODEL_LOAD_OUTCOME_REFUSED: ModelLoadOutcome
 
 class Event(_message.Message):
     __slots__ = ("event_id", "entity_type", "entity_id", "event_time", "features", "vector")
@@ -161,3 +170,21 @@ class ModelVersionAnnounced(_message.Message):
     reason: str
     announced_at: _timestamp_pb2.Timestamp
     def __init__(self, model_version: _Optional[_Union[_common_pb2.ModelVersion, _Mapping]] = ..., change: _Optional[_Union[ModelVersionChange, str]] = ..., alias_changes: _Optional[_Iterable[_Union[AliasChange, _Mapping]]] = ..., aliases: _Optional[_Mapping[str, int]] = ..., reason: _Optional[str] = ..., announced_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ModelLoadReported(_message.Message):
+    __slots__ = ("model_name", "version", "alias", "outcome", "reason", "replica", "reported_at")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_AT_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    version: int
+    alias: str
+    outcome: ModelLoadOutcome
+    reason: str
+    replica: str
+    reported_at: _timestamp_pb2.Timestamp
+    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[int] = ..., alias: _Optional[str] = ..., outcome: _Optional[_Union[ModelLoadOutcome, str]] = ..., reason: _Optional[str] = ..., replica: _Optional[str] = ..., reported_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -26,7 +26,7 @@ from flywheel.v1 import common_pb2 as flywheel_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66lywheel/v1/training.proto\x12\x0b\x66lywheel.v1\x1a\x18\x66lywheel/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n\x15TriggerRetrainRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"(\n\x16TriggerRetrainResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"y\n\nGateResult\x12\x0e\n\x06passed\x18\x01 \x01(\x08\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x11\n\tcandidate\x18\x03 \x01(\x01\x12\x10\n\x08\x63hampion\x18\x04 \x01(\x01\x12\x14\n\x0choldout_size\x18\x05 \x01(\x03\x12\x10\n\x08\x64\x65\x63ision\x18\x06 \x01(\t\"\xda\x03\n\x0bTrainingRun\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.flywheel.v1.TrainingRunState\x12\x16\n\x0etrigger_reason\x18\x04 \x01(\t\x12.\n\nstarted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x63\x61ndidate_version\x18\x07 \x01(\x03\x12%\n\x04gate\x18\x08 \x01(\x0b\x32\x17.flywheel.v1.GateResult\x12\x10\n\x08promoted\x18\t \x01(\x08\x12%\n\x07lineage\x18\n \x01(\x0b\x32\x14.flywheel.v1.Lineage\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12\x41\n\rstage_seconds\x18\x0c \x03(\x0b\x32*.flywheel.v1.TrainingRun.StageSecondsEntry\x1a\x33\n\x11StageSecondsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\'\n\x15GetTrainingRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"?\n\x16GetTrainingRunResponse\x12%\n\x03run\x18\x01 \x01(\x0b\x32\x18.flywheel.v1.TrainingRun\".\n\x18ListModelVersionsRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\"\xbe\x01\n\x19ListModelVersionsResponse\x12+\n\x08versions\x18\x01 \x03(\x0b\x32\x19.flywheel.v1.ModelVersion\x12\x44\n\x07\x61liases\x18\x02 \x03(\x0b\x32\x33.flywheel.v1.ListModelVersionsResponse.AliasesEntry\x1a.\n\x0c\x41liasesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"`\n\x1aPromoteModelVersionRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05\x61lias\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"i\n\x1bPromoteModelVersionResponse\x12\x30\n\rmodel_version\x18\x01 \x01(\x0b\x32\x19.flywheel.v1.ModelVersion\x12\x18\n\x10previous_version\x18\x02 \x01(\x03\":\n\x14RollbackModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"I\n\x15RollbackModelResponse\x12\x18\n\x10rolled_back_from\x18\x01 \x01(\x03\x12\x16\n\x0erolled_back_to\x18\x02 \x01(\x03*\xb6\x01\n\x10TrainingRunState\x12\"\n\x1eTRAINING_RUN_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19TRAINING_RUN_STATE_QUEUED\x10\x01\x12\x1e\n\x1aTRAINING_RUN_STATE_RUNNING\x10\x02\x12 \n\x1cTRAINING_RUN_STATE_SUCCEEDED\x10\x03\x12\x1d\n\x19TRAINING_RUN_STATE_FAILED\x10\x04\x32\xed\x03\n\x0fTrainingService\x12Y\n\x0eTriggerRetrain\x12\".flywheel.v1.TriggerRetrainRequest\x1a#.flywheel.v1.TriggerRetrainResponse\x12Y\n\x0eGetTrainingRun\x12\".flywheel.v1.GetTrainingRunRequest\x1a#.flywheel.v1.GetTrainingRunResponse\x12\x62\n\x11ListModelVersions\x12%.flywheel.v1.ListModelVersionsRequest\x1a&.flywheel.v1.ListModelVersionsResponse\x12h\n\x13PromoteModelVersion\x12\'.flywheel.v1.PromoteModelVersionRequest\x1a(.flywheel.v1.PromoteModelVersionResponse\x12V\n\rRollbackModel\x12!.flywheel.v1.RollbackModelRequest\x1a\".flywheel.v1.RollbackModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66lywheel/v1/training.proto\x12\x0b\x66lywheel.v1\x1a\x18\x66lywheel/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n\x15TriggerRetrainRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"(\n\x16TriggerRetrainResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"q\n\x0f\x43\x61ndidateResult\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x0e\n\x06passed\x18\x04 \x01(\x08\x12\x10\n\x08\x64\x65\x63ision\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\x03\"y\n\nGateResult\x12\x0e\n\x06passed\x18\x01 \x01(\x08\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x11\n\tcandidate\x18\x03 \x01(\x01\x12\x10\n\x08\x63hampion\x18\x04 \x01(\x01\x12\x14\n\x0choldout_size\x18\x05 \x01(\x03\x12\x10\n\x08\x64\x65\x63ision\x18\x06 \x01(\t\"\xab\x04\n\x0bTrainingRun\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.flywheel.v1.TrainingRunState\x12\x16\n\x0etrigger_reason\x18\x04 \x01(\t\x12.\n\nstarted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x63\x61ndidate_version\x18\x07 \x01(\x03\x12%\n\x04gate\x18\x08 \x01(\x0b\x32\x17.flywheel.v1.GateResult\x12\x10\n\x08promoted\x18\t \x01(\x08\x12%\n\x07lineage\x18\n \x01(\x0b\x32\x14.flywheel.v1.Lineage\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12\x41\n\rstage_seconds\x18\x0c \x03(\x0b\x32*.flywheel.v1.TrainingRun.StageSecondsEntry\x12\x0c\n\x04mode\x18\r \x01(\t\x12\x30\n\ncandidates\x18\x0e \x03(\x0b\x32\x1c.flywheel.v1.CandidateResult\x12\x0f\n\x07trainer\x18\x0f \x01(\t\x1a\x33\n\x11StageSecondsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"<\n\x17ListTrainingRunsRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"B\n\x18ListTrainingRunsResponse\x12&\n\x04runs\x18\x01 \x03(\x0b\x32\x18.flywheel.v1.TrainingRun\"\'\n\x15GetTrainingRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"?\n\x16GetTrainingRunResponse\x12%\n\x03run\x18\x01 \x01(\x0b\x32\x18.flywheel.v1.TrainingRun\".\n\x18ListModelVersionsRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\"\xbe\x01\n\x19ListModelVersionsResponse\x12+\n\x08versions\x18\x01 \x03(\x0b\x32\x19.flywheel.v1.ModelVersion\x12\x44\n\x07\x61liases\x18\x02 \x03(\x0b\x32\x33.flywheel.v1.ListModelVersionsResponse.AliasesEntry\x1a.\n\x0c\x41liasesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"`\n\x1aPromoteModelVersionRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05\x61lias\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"i\n\x1bPromoteModelVersionResponse\x12\x30\n\rmodel_version\x18\x01 \x01(\x0b\x32\x19.flywheel.v1.ModelVersion\x12\x18\n\x10previous_version\x18\x02 \x01(\x03\":\n\x14RollbackModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"I\n\x15RollbackModelResponse\x12\x18\n\x10rolled_back_from\x18\x01 \x01(\x03\x12\x16\n\x0erolled_back_to\x18\x02 \x01(\x03*\xda\x01\n\x10TrainingRunState\x12\"\n\x1eTRAINING_RUN_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19TRAINING_RUN_STATE_QUEUED\x10\x01\x12\x1e\n\x1aTRAINING_RUN_STATE_RUNNING\x10\x02\x12 \n\x1cTRAINING_RUN_STATE_SUCCEEDED\x10\x03\x12\x1d\n\x19TRAINING_RUN_STATE_FAILED\x10\x04\x12\"\n\x1eTRAINING_RUN_STATE_INTERRUPTED\x10\x05\x32\xce\x04\n\x0fTrainingService\x12Y\n\x0eTriggerRetrain\x12\".flywheel.v1.TriggerRetrainRequest\x1a#.flywheel.v1.TriggerRetrainResponse\x12Y\n\x0eGetTrainingRun\x12\".flywheel.v1.GetTrainingRunRequest\x1a#.flywheel.v1.GetTrainingRunResponse\x12\x62\n\x11ListModelVersions\x12%.flywheel.v1.ListModelVersionsRequest\x1a&.flywheel.v1.ListModelVersionsResponse\x12h\n\x13PromoteModelVersion\x12\'.flywheel.v1.PromoteModelVersionRequest\x1a(.flywheel.v1.PromoteModelVersionResponse\x12V\n\rRollbackModel\x12!.flywheel.v1.RollbackModelRequest\x1a\".flywheel.v1.RollbackModelResponse\x12_\n\x10ListTrainingRuns\x12$.flywheel.v1.ListTrainingRunsRequest\x1a%.flywheel.v1.ListTrainingRunsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,36 +37,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRAININGRUN_STAGESECONDSENTRY']._serialized_options = b'8\001'
   _globals['_LISTMODELVERSIONSRESPONSE_ALIASESENTRY']._loaded_options = None
   _globals['_LISTMODELVERSIONSRESPONSE_ALIASESENTRY']._serialized_options = b'8\001'
-  _globals['_TRAININGRUNSTATE']._serialized_start=1493
-  _globals['_TRAININGRUNSTATE']._serialized_end=1675
+  _globals['_TRAININGRUNSTATE']._serialized_start=1819
+  _globals['_TRAININGRUNSTATE']._serialized_end=2037
   _globals['_TRIGGERRETRAINREQUEST']._serialized_start=102
   _globals['_TRIGGERRETRAINREQUEST']._serialized_end=161
   _globals['_TRIGGERRETRAINRESPONSE']._serialized_start=163
   _globals['_TRIGGERRETRAINRESPONSE']._serialized_end=203
-  _globals['_GATERESULT']._serialized_start=205
-  _globals['_GATERESULT']._serialized_end=326
-  _globals['_TRAININGRUN']._serialized_start=329
-  _globals['_TRAININGRUN']._serialized_end=803
-  _globals['_TRAININGRUN_STAGESECONDSENTRY']._serialized_start=752
-  _globals['_TRAININGRUN_STAGESECONDSENTRY']._serialized_end=803
-  _globals['_GETTRAININGRUNREQUEST']._serialized_start=805
-  _globals['_GETTRAININGRUNREQUEST']._serialized_end=844
-  _globals['_GETTRAININGRUNRESPONSE']._serialized_start=846
-  _globals['_GETTRAININGRUNRESPONSE']._serialized_end=909
-  _globals['_LISTMODELVERSIONSREQUEST']._serialized_start=911
-  _globals['_LISTMODELVERSIONSREQUEST']._serialized_end=957
-  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_start=960
-  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_end=1150
-  _globals['_LISTMODELVERSIONSRESPONSE_ALIASESENTRY']._serialized_start=1104
-  _globals['_LISTMODELVERSIONSRESPONSE_ALIASESENTRY']._serialized_end=1150
-  _globals['_PROMOTEMODELVERSIONREQUEST']._serialized_start=1152
-  _globals['_PROMOTEMODELVERSIONREQUEST']._serialized_end=1248
-  _globals['_PROMOTEMODELVERSIONRESPONSE']._serialized_start=1250
-  _globals['_PROMOTEMODELVERSIONRESPONSE']._serialized_end=1355
-  _globals['_ROLLBACKMODELREQUEST']._serialized_start=1357
-  _globals['_ROLLBACKMODELREQUEST']._serialized_end=1415
-  _globals['_ROLLBACKMODELRESPONSE']._serialized_start=1417
-  _globals['_ROLLBACKMODELRESPONSE']._serialized_end=1490
-  _globals['_TRAININGSERVICE']._serialized_start=1678
-  _globals['_TRAININGSERVICE']._serialized_end=2171
+  _globals['_CANDIDATERESULT']._serialized_start=205
+  _globals['_CANDIDATERESULT']._serialized_end=318
+  _globals['_GATERESULT']._serialized_start=320
+  _globals['_GATERESULT']._serialized_end=441
+  _globals['_TRAININGRUN']._serialized_start=444
+  _globals['_TRAININGRUN']._serialized_end=999
+  _globals['_TRAININGRUN_STAGESECONDSENTRY']._serialized_start=948
+  _globals['_TRAININGRUN_STAGESECONDSENTRY']._serialized_end=999
+  _globals['_LISTTRAININGRUNSREQUEST']._serialized_start=1001
+  _globals['_LISTTRAININGRUNSREQUEST']._serialized_end=1061
+  _globals['_LISTTRAININGRUNSRESPONSE']._serialized_start=1063
+  _globals['_LISTTRAININGRUNSRESPONSE']._serialized_end=1129
+  _globals['_GETTRAININGRUNREQUEST']._serialized_start=1131
+  _globals['_GETTRAININGRUNREQUEST']._serialized_end=1170
+  _globals['_GETTRAININGRUNRESPONSE']._serialized_start=1172
+  _globals['_GETTRAININGRUNRESPONSE']._serialized_end=1235
+  _globals['_LISTMODELVERSIONSREQUEST']._serialized_start=1237
+  _globals['_LISTMODELVERSIONSREQUEST']._serialized_end=1283
+  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_start=1286
+  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_end=1476
+  _globals['_LISTMODELVERSIONSRESPONSE_ALIASESENTRY']._serialized_start=1430
+  _globals['_LISTMODELVERSIONSRESPONSE_ALIASESENTRY']._serialized_end=1476
+  _globals['_PROMOTEMODELVERSIONREQUEST']._serialized_start=1478
+  _globals['_PROMOTEMODELVERSIONREQUEST']._serialized_end=1574
+  _globals['_PROMOTEMODELVERSIONRESPONSE']._serialized_start=1576
+  _globals['_PROMOTEMODELVERSIONRESPONSE']._serialized_end=1681
+  _globals['_ROLLBACKMODELREQUEST']._serialized_start=1683
+  _globals['_ROLLBACKMODELREQUEST']._serialized_end=1741
+  _globals['_ROLLBACKMODELRESPONSE']._serialized_start=1743
+  _globals['_ROLLBACKMODELRESPONSE']._serialized_end=1816
+  _globals['_TRAININGSERVICE']._serialized_start=2040
+  _globals['_TRAININGSERVICE']._serialized_end=2630
 # @@protoc_insertion_point(module_scope)

@@ -18,11 +18,13 @@ class TrainingRunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRAINING_RUN_STATE_RUNNING: _ClassVar[TrainingRunState]
     TRAINING_RUN_STATE_SUCCEEDED: _ClassVar[TrainingRunState]
     TRAINING_RUN_STATE_FAILED: _ClassVar[TrainingRunState]
+    TRAINING_RUN_STATE_INTERRUPTED: _ClassVar[TrainingRunState]
 TRAINING_RUN_STATE_UNSPECIFIED: TrainingRunState
 TRAINING_RUN_STATE_QUEUED: TrainingRunState
 TRAINING_RUN_STATE_RUNNING: TrainingRunState
 TRAINING_RUN_STATE_SUCCEEDED: TrainingRunState
 TRAINING_RUN_STATE_FAILED: TrainingRunState
+TRAINING_RUN_STATE_INTERRUPTED: TrainingRunState
 
 class TriggerRetrainRequest(_message.Message):
     __slots__ = ("model_name", "reason")
@@ -37,6 +39,22 @@ class TriggerRetrainResponse(_message.Message):
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class CandidateResult(_message.Message):
+    __slots__ = ("mode", "metric", "score", "passed", "decision", "version")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    metric: str
+    score: float
+    passed: bool
+    decision: str
+    version: int
+    def __init__(self, mode: _Optional[str] = ..., metric: _Optional[str] = ..., score: _Optional[float] = ..., passed: _Optional[bool] = ..., decision: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class GateResult(_message.Message):
     __slots__ = ("passed", "metric", "candidate", "champion", "holdout_size", "decision")
@@ -55,7 +73,7 @@ class GateResult(_message.Message):
     def __init__(self, passed: _Optional[bool] = ..., metric: _Optional[str] = ..., candidate: _Optional[float] = ..., champion: _Optional[float] = ..., holdout_size: _Optional[int] = ..., decision: _Optional[str] = ...) -> None: ...
 
 class TrainingRun(_message.Message):
-    __slots__ = ("run_id", "model_name", "state", "trigger_reason", "started_at", "finished_at", "candidate_version", "gate", "promoted", "lineage", "error", "stage_seconds")
+    __slots__ = ("run_id", "model_name", "state", "trigger_reason", "started_at", "finished_at", "candidate_version", "gate", "promoted", "lineage", "error", "stage_seconds", "mode", "candidates", "trainer")
     class StageSecondsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +93,9 @@ class TrainingRun(_message.Message):
     LINEAGE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     STAGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    TRAINER_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     model_name: str
     state: TrainingRunState
@@ -87,7 +108,24 @@ class TrainingRun(_message.Message):
     lineage: _common_pb2.Lineage
     error: str
     stage_seconds: _containers.ScalarMap[str, float]
-    def __init__(self, run_id: _Optional[str] = ..., model_name: _Optional[str] = ..., state: _Optional[_Union[TrainingRunState, str]] = ..., trigger_reason: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., candidate_version: _Optional[int] = ..., gate: _Optional[_Union[GateResult, _Mapping]] = ..., promoted: _Optional[bool] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., error: _Optional[str] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    mode: str
+    candidates: _containers.RepeatedCompositeFieldContainer[CandidateResult]
+    trainer: str
+    def __init__(self, run_id: _Optional[str] = ..., model_name: _Optional[str] = ..., state: _Optional[_Union[TrainingRunState, str]] = ..., trigger_reason: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., candidate_version: _Optional[int] = ..., gate: _Optional[_Union[GateResult, _Mapping]] = ..., promoted: _Optional[bool] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., error: _Optional[str] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., mode: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[CandidateResult, _Mapping]]] = ..., trainer: _Optional[str] = ...) -> None: ...
+
+class ListTrainingRunsRequest(_message.Message):
+    __slots__ = ("model_name", "limit")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    limit: int
+    def __init__(self, model_name: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListTrainingRunsResponse(_message.Message):
+    __slots__ = ("runs",)
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[TrainingRun]
+    def __init__(self, runs: _Optional[_Iterable[_Union[TrainingRun, _Mapping]]] = ...) -> None: ...
 
 class GetTrainingRunRequest(_message.Message):
     __slots__ = ("run_id",)

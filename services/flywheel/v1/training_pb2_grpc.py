@@ -60,6 +60,11 @@ class TrainingServiceStub:
                 request_serializer=flywheel_dot_v1_dot_training__pb2.RollbackModelRequest.SerializeToString,
                 response_deserializer=flywheel_dot_v1_dot_training__pb2.RollbackModelResponse.FromString,
                 _registered_method=True)
+        self.ListTrainingRuns = channel.unary_unary(
+                '/flywheel.v1.TrainingService/ListTrainingRuns',
+                request_serializer=flywheel_dot_v1_dot_training__pb2.ListTrainingRunsRequest.SerializeToString,
+                response_deserializer=flywheel_dot_v1_dot_training__pb2.ListTrainingRunsResponse.FromString,
+                _registered_method=True)
 
 
 class TrainingServiceServicer:
@@ -96,6 +101,12 @@ class TrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTrainingRuns(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +134,11 @@ def add_TrainingServiceServicer_to_server(servicer, server):
                     servicer.RollbackModel,
                     request_deserializer=flywheel_dot_v1_dot_training__pb2.RollbackModelRequest.FromString,
                     response_serializer=flywheel_dot_v1_dot_training__pb2.RollbackModelResponse.SerializeToString,
+            ),
+            'ListTrainingRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTrainingRuns,
+                    request_deserializer=flywheel_dot_v1_dot_training__pb2.ListTrainingRunsRequest.FromString,
+                    response_serializer=flywheel_dot_v1_dot_training__pb2.ListTrainingRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -261,6 +277,33 @@ class TrainingService:
             '/flywheel.v1.TrainingService/RollbackModel',
             flywheel_dot_v1_dot_training__pb2.RollbackModelRequest.SerializeToString,
             flywheel_dot_v1_dot_training__pb2.RollbackModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTrainingRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flywheel.v1.TrainingService/ListTrainingRuns',
+            flywheel_dot_v1_dot_training__pb2.ListTrainingRunsRequest.SerializeToString,
+            flywheel_dot_v1_dot_training__pb2.ListTrainingRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

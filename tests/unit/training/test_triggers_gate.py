@@ -55,15 +55,15 @@ def test_psi_values():
 
 def test_gate():
     spec = GateSpec(metric="accuracy", min_improvement=0.0, min_holdout=100)
-    assert decide(spec, 0.9, None, 150).passed
-    assert not decide(spec, 0.9, None, 99).passed
-    assert decide(spec, 0.91, 0.90, 150).passed
-    assert not decide(spec, 0.90, 0.90, 150).passed  # a tie keeps the champion
-    assert not decide(spec, 0.85, 0.90, 150).passed
+    assert decide(spec, "accuracy", 0.9, None, 150).passed
+    assert not decide(spec, "accuracy", 0.9, None, 99).passed
+    assert decide(spec, "accuracy", 0.91, 0.90, 150).passed
+    assert not decide(spec, "accuracy", 0.90, 0.90, 150).passed  # a tie keeps the champion
+    assert not decide(spec, "accuracy", 0.85, 0.90, 150).passed
     strict = GateSpec(metric="accuracy", min_improvement=0.02, min_holdout=10)
-    assert not decide(strict, 0.91, 0.90, 150).passed
+    assert not decide(strict, "accuracy", 0.91, 0.90, 150).passed
     lower = GateSpec(metric="rmse", min_improvement=0.0, min_holdout=10)
-    assert decide(lower, 1.0, 2.0, 50).passed and not decide(lower, 2.0, 1.0, 50).passed
+    assert decide(lower, "rmse", 1.0, 2.0, 50).passed and not decide(lower, "rmse", 2.0, 1.0, 50).passed
 
 
 def test_metrics():
