@@ -2,6 +2,8 @@
 
     <root>/<model>/<version>/model.onnx       the artifact
     <root>/<model>/<version>/metadata.json    a flywheel.v1.ModelVersion in JSON
+    <root>/<model>/<version>/<other files>    beside the artifact: its external-data files,
+                                              the trainer's native state (native/...)
     <root>/<model>/aliases.json               alias -> version, plus the champion history
 
 Every write is a temporary file renamed into place, under a per-model lock file, so readers
@@ -46,6 +48,16 @@ def _check_name(name: str) -> str:
     if not name or "/" in name or name.startswith(".") or "@" in name:
         raise InvalidArgument(f"invalid model name {name!r}", field="model_name")
     return name
+
+
+def _check_relative(relative: str) -> str:
+    """A path inside a version's folder: relative, no '..', not the artifact or metadata."""
+    parts = Path(relative).parts
+    if (not parts or Path(relative).is_absolute() or ".." in parts
+            or relative in (ARTIFACT, METADATA) or parts[0].startswith(".")):
+        raise InvalidArgument(f"invalid file name {relative!r} for a model version",
+                              field="files")
+    return relative
 
 
 class ModelRegistry:
@@ -104,11 +116,19 @@ class ModelRegistry:
         output_names: Sequence[str] = (),
         metrics: Mapping[str, float] | None = None,
         lineage: common_pb2.Lineage | None = None,
+        files: Mapping[str, bytes] | None = None,
+        details: common_pb2.ModelVersion | None = None,
     ) -> common_pb2.ModelVersion:
-        """Stores a new version (the next number) and returns its metadata."""
+        """Stores a new version (the next number) and returns its metadata.
+
+        `files`: more files for the version's folder, by relative path (external data, the
+        trainer's native state); `details`: the optional ModelVersion fields (vocabularies,
+        inputs, score_threshold, provenance, native_format), merged into the metadata.
+        """
         if not feature_names:
             raise InvalidArgument("a model needs its input feature names", field="feature_names")
         data = Path(artifact).read_bytes() if isinstance(artifact, Path) else artifact
+        extra = {_check_relative(name): content for name, content in (files or {}).items()}
         with self._lock(name):
             folder = self.root / name
             existing = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
@@ -117,7 +137,13 @@ class ModelRegistry:
             staging = Path(tempfile.mkdtemp(dir=folder, prefix=f".staging-{version}-"))
             try:
                 atomic_write(staging / ARTIFACT, data)
-                meta = common_pb2.ModelVersion(
+                for relative, content in extra.items():
+                    (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+                    atomic_write(staging / relative, content)
+                meta = common_pb2.ModelVersion()
+                if details is not None:
+                    meta.CopyFrom(details)
+                meta.MergeFrom(common_pb2.ModelVersion(
                     model_name=name,
                     version=version,
                     artifact_uri=str((target / ARTIFACT).resolve()),
@@ -129,13 +155,30 @@ class ModelRegistry:
                     metrics=dict(metrics or {}),
                     lineage=lineage,
                     created_at_unix_ms=int(time.time() * 1000),
-                )
+                    status=common_pb2.MODEL_VERSION_STATUS_READY,
+                ))
                 atomic_write(staging / METADATA, json_format.MessageToJson(meta).encode())
                 os.rename(staging, target)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
         return meta
+
+    def read_file(self, name: str, version: int, relative: str) -> bytes:
+        """One file of a version's folder (NOT_FOUND when it has none by that name)."""
+        path = self.version_dir(name, version) / _check_relative(relative)
+        if not path.is_file():
+            raise NotFound(f"model {name!r} v{version} has no file {relative!r}", field="version")
+        return path.read_bytes()
+
+    def set_status(self, name: str, version: int, status: int, reason: str) -> None:
+        """Marks a version (e.g. REFUSED by inference, with the reason); rewrites its metadata."""
+        with self._lock(name):
+            meta = self.get(name, version)
+            meta.status, meta.status_reason = status, reason
+            del meta.aliases[:]
+            atomic_write(self.root / name / str(version) / METADATA,
+                         json_format.MessageToJson(meta).encode())
 
     def set_alias(self, name: str, alias: str, version: int) -> int:
         """Points `alias` at `version`; returns the version it pointed at before (0: none)."""
