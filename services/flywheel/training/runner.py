@@ -34,6 +34,20 @@ TASKS = {
     Task.REGRESSION: common_pb2.MODEL_TASK_REGRESSION,
 }
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+# A run that was queued or running when the training service stopped.
+INTERRUPTED = "interrupted"
+
+
+@dataclass
+class Candidate:
+    """One model a run trained and gated (best_of trains two: scratch and fine_tune)."""
+
+    mode: str
+    metric: str
+    score: float
+    passed: bool
+    decision: str
+    version: int = 0  # 0: not registered
 
 
 @dataclass
@@ -54,6 +68,10 @@ class TrainingRun:
     holdout_examples: int = 0
     error: str = ""
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # The training.mode asked for, the trainer used, and every candidate trained.
+    mode: str = ""
+    trainer: str = ""
+    candidates: list[Candidate] = field(default_factory=list)
     # The prediction ids of the window, in order (not persisted; for checks and tests).
     dataset_ids: list[str] = field(default_factory=list, repr=False)
 
