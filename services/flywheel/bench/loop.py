@@ -46,7 +46,7 @@ def _serving_loader(registry):
         return "flywheel.inference.loader.Loader", loader.load
     import numpy as np
 
-    from flywheel.training.trainer import OnnxScorer
+    from flywheel.training.scoring import OnnxScorer
 
     def load(meta):
         scorer = OnnxScorer(registry.artifact_path(meta).read_bytes())
@@ -87,7 +87,8 @@ def _one_size(n: int, spec_path: Path, work: Path, repeat: int) -> dict[str, Any
     from flywheel.training.gate import metric
     from flywheel.training.promotions import Promotions
     from flywheel.training.runner import TASKS, Runner, TrainingRun
-    from flywheel.training.trainer import OnnxScorer, SklearnTrainer
+    from flywheel.training.scoring import OnnxScorer
+    from flywheel.training.trainers import TrainingData, trainer_for
 
     base = load_spec(spec_path)
     model = base.models[0]
@@ -98,11 +99,12 @@ def _one_size(n: int, spec_path: Path, work: Path, repeat: int) -> dict[str, Any
     data_dir, registry = work / f"data-{n}", ModelRegistry(work / f"registry-{n}")
     Dataset(data_dir, spec.models).append(_examples(n, features))
 
-    trainer = SklearnTrainer()
+    trainer = trainer_for(model)
     # A weak champion (trained on 200 rows with shuffled labels) for the candidate to beat.
     rng = np.random.default_rng(1)
     X0 = rng.normal(size=(200, len(features)))
-    weak = trainer.to_onnx(trainer.fit(X0, rng.integers(0, 2, 200), model.task), len(features))
+    weak = trainer.fit(TrainingData(X0, rng.integers(0, 2, 200), model.task,
+                                    tuple(features))).to_onnx()
     champion = registry.register("churn", weak, task=TASKS[model.task],
                                  entity_type=model.entity_type, feature_names=features,
                                  metrics={"accuracy": 0.5})
@@ -117,7 +119,8 @@ def _one_size(n: int, spec_path: Path, work: Path, repeat: int) -> dict[str, Any
         dataset = Dataset(data_dir, spec.models)
         dataset.load()
         runner = Runner(spec=spec, dataset=dataset, registry=registry,
-                        promotions=Promotions(registry, lambda record: None), trainer=trainer)
+                        promotions=Promotions(registry, lambda record: None),
+                        trainers={model.name: trainer})
         run = runner.run(TrainingRun("churn", "bench"))
         if run.state != "succeeded" or not run.promoted:
             raise RuntimeError(f"bench run did not promote: {run.error or run.gate}")
@@ -133,10 +136,11 @@ def _one_size(n: int, spec_path: Path, work: Path, repeat: int) -> dict[str, Any
         window = fresh.window("churn", n, model.training.holdout_fraction)
         alone["dataset"] = time.perf_counter() - t
         t = time.perf_counter()
-        fitted = trainer.fit(window.X_train, window.y_train, model.task)
+        fitted = trainer.fit(TrainingData(window.X_train, window.y_train, model.task,
+                                          tuple(features)))
         alone["train"] = time.perf_counter() - t
         t = time.perf_counter()
-        artifact = trainer.to_onnx(fitted, len(features))
+        artifact = fitted.to_onnx()
         alone["export"] = time.perf_counter() - t
         t = time.perf_counter()
         for scorer in (OnnxScorer(artifact), OnnxScorer(weak)):

@@ -171,6 +171,14 @@ class ModelRegistry:
             raise NotFound(f"model {name!r} v{version} has no file {relative!r}", field="version")
         return path.read_bytes()
 
+    def read_folder(self, name: str, version: int, folder: str) -> dict[str, bytes]:
+        """Every file under one folder of a version (e.g. its native state), by name."""
+        root = self.version_dir(name, version) / _check_relative(folder)
+        if not root.is_dir():
+            return {}
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+                if p.is_file() and not p.is_symlink()}
+
     def set_status(self, name: str, version: int, status: int, reason: str) -> None:
         """Marks a version (e.g. REFUSED by inference, with the reason); rewrites its metadata."""
         with self._lock(name):

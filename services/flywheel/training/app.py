@@ -26,7 +26,7 @@ from flywheel.training.promotions import Promotions
 from flywheel.training.runner import Runner
 from flywheel.training.servicer import TrainingServicer
 from flywheel.training.settings import TrainingSettings
-from flywheel.training.trainer import SklearnTrainer, Trainer
+from flywheel.training.trainers import Trainer, check_trainers
 from flywheel.v1 import training_pb2, training_pb2_grpc
 
 log = logging.getLogger("flywheel.training")
@@ -37,13 +37,17 @@ SERVICE_NAME = training_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_
 class TrainingApp:
     def __init__(self, common: CommonSettings, settings: TrainingSettings,
                  trainer: Trainer | None = None) -> None:
+        """`trainer`: one trainer for every model instead of the spec's (tests)."""
         self.common = common
         self.settings = settings
         self.spec = load_spec(common.spec_path)
+        # Every model's trainer is built now: a bad trainer or parameter stops the service
+        # at start with the spec key named, not a run later.
+        self.trainers = (check_trainers(self.spec) if trainer is None
+                         else {m.name: trainer for m in self.spec.models})
         self.topics = Topics(common.namespace)
         self.registry = ModelRegistry(common.registry_uri)
         self.dataset = Dataset(settings.data_dir, self.spec.models)
-        self._trainer = trainer or SklearnTrainer()
         self.port = 0
         self._producer: Producer | None = None
         self._consumer: ConsumerWorker | None = None
@@ -71,7 +75,7 @@ class TrainingApp:
         live_gate = LiveGate(self.spec, self.dataset, self.registry, self.promotions)
         live_gate.resume()
         runner = Runner(spec=self.spec, dataset=self.dataset, registry=self.registry,
-                        promotions=self.promotions, trainer=self._trainer,
+                        promotions=self.promotions, trainers=self.trainers,
                         promote_to=settings.promote_to, onnx_threads=settings.onnx_threads)
         self.controller = Controller(spec=self.spec, dataset=self.dataset,
                                      registry=self.registry, runner=runner, live_gate=live_gate)

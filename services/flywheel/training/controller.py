@@ -17,6 +17,7 @@ from flywheel.common.spec import FlywheelSpec, ModelSpec
 from flywheel.training.dataset import CHAMPION as ROLE_CHAMPION
 from flywheel.training.dataset import Dataset
 from flywheel.training.live_gate import LiveGate
+from flywheel.training.live_metric import error_metric_name, live_value
 from flywheel.training.runner import FAILED, QUEUED, RUNNING, SUCCEEDED, Runner, TrainingRun
 from flywheel.training.triggers import Observations, fire, max_psi
 
@@ -81,26 +82,50 @@ class Controller:
             champion = self._registry.resolve(name, CHAMPION)
         except NotFound:
             return Observations(**obs)
-        correct, _ = self._dataset.live(name, champion.version, ROLE_CHAMPION,
-                                        model.triggers.window)
-        if len(correct) >= model.triggers.window:
-            obs["champion_accuracy"] = float(np.mean(correct))
-        obs["champion_training_accuracy"] = champion.metrics.get("accuracy")
+        window = model.triggers.window
+        metric_name = "accuracy" if model.task.is_classification else error_metric_name(model)
+        served = self._dataset.served(name, champion.version, ROLE_CHAMPION, window)
+        # Its metric at training time; a version registered without one (brought from
+        # elsewhere) is measured against its own first window of joined labels.
+        trained = champion.metrics.get(metric_name)
+        if trained is None:
+            first = self._dataset.first_served(name, champion.version, ROLE_CHAMPION, window)
+            if len(first) >= window:
+                trained = live_value(metric_name, first.y, first.predicted)
+        if len(served) >= window:
+            value = live_value(metric_name, served.y, served.predicted)
+            if model.task.is_classification:
+                obs["champion_accuracy"] = value
+            else:
+                obs["champion_error"], obs["error_name"] = value, metric_name
+        if model.task.is_classification:
+            obs["champion_training_accuracy"] = trained
+        else:
+            obs["champion_training_error"] = trained
         if model.triggers.psi_above:
             reference = self._reference(model, champion)
-            current = self._dataset.recent_features(name, model.triggers.window)
-            if len(reference) and len(current) >= model.triggers.window:
+            current = self._dataset.recent_features(name, window)
+            if len(reference) and len(current) >= window:
                 obs["max_psi"], obs["psi_feature"] = max_psi(reference, current,
                                                              list(model.features))
         return Observations(**obs)
 
     def _reference(self, model: ModelSpec, champion) -> np.ndarray:
+        """The data the champion learned from (its lineage); for a version brought from
+        elsewhere, the rows of its first window as champion: the data it was promoted on."""
         cached = self._psi_reference.get(model.name)
         if cached and cached[0] == champion.version:
             return cached[1]
         ranges = [(r.topic, r.partition, r.start_offset, r.end_offset)
                   for r in champion.lineage.training_data]
-        reference = self._dataset.features_in(model.name, ranges)
+        if ranges:
+            reference = self._dataset.features_in(model.name, ranges)
+        else:
+            first = self._dataset.first_served(model.name, champion.version, ROLE_CHAMPION,
+                                               model.triggers.window)
+            if len(first) < model.triggers.window:
+                return first.X[:0]  # not yet known: no cache, asked again next time
+            reference = first.X
         self._psi_reference[model.name] = (champion.version, reference)
         return reference
 

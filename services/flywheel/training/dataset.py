@@ -66,6 +66,19 @@ class Window:
     prediction_ids: list[str]
 
 
+@dataclass(frozen=True)
+class Served:
+    """Joined predictions of one version: what it was given, the truth, what it said."""
+
+    X: np.ndarray
+    y: np.ndarray
+    predicted: np.ndarray
+    first_ts: int  # timestamp of the first row (0: none)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
 class ModelTable:
     """The examples of one model, in its input order, appended in chunks."""
 
@@ -231,16 +244,25 @@ class Dataset:
             cols, _ = self._tables[model].columns()
         return cols["X"][np.flatnonzero(cols["role"] != SHADOW)[-size:]]
 
-    def live(self, model: str, version: int, role: int, last: int,
-             since_ts: int = 0) -> tuple[np.ndarray, int]:
-        """Correctness (classification) of one version's joined predictions, most recent
-        `last` of them in `role`, plus the timestamp of the first one counted."""
+    def served(self, model: str, version: int, role: int, last: int,
+               since_ts: int = 0) -> Served:
+        """One version's joined predictions in `role`, the most recent `last` of them (from
+        `since_ts` on): the features it was given, the labels, what it predicted."""
         with self._lock:
             cols, _ = self._tables[model].columns()
         rows = np.flatnonzero((cols["version"] == version) & (cols["role"] == role)
                               & cols["valid_y"] & (cols["ts"] >= since_ts))[-last:]
-        correct = cols["predicted"][rows] == cols["label"][rows]
-        return correct, int(cols["ts"][rows[0]]) if len(rows) else 0
+        return Served(cols["X"][rows], cols["label"][rows], cols["predicted"][rows],
+                      int(cols["ts"][rows[0]]) if len(rows) else 0)
+
+    def first_served(self, model: str, version: int, role: int, first: int) -> Served:
+        """The first `first` joined predictions of a version in `role` (its first window)."""
+        with self._lock:
+            cols, _ = self._tables[model].columns()
+        rows = np.flatnonzero((cols["version"] == version) & (cols["role"] == role)
+                              & cols["valid_y"])[:first]
+        return Served(cols["X"][rows], cols["label"][rows], cols["predicted"][rows],
+                      int(cols["ts"][rows[0]]) if len(rows) else 0)
 
 
 def _row_tuples(rows: Iterable[LabeledRow]) -> list[tuple]:

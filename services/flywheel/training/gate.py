@@ -61,9 +61,15 @@ def metric(name: str, y_true: np.ndarray, predicted: np.ndarray,
 
 
 def decide(spec: GateSpec, name: str, candidate: float, champion: float | None,
-           holdout: int) -> GateDecision:
-    """Promote when the holdout is big enough and, with a champion, the candidate beats it by
-    at least `min_improvement` (strictly, when that is 0: a tie keeps the champion)."""
+           holdout: int, *, newer: bool = True) -> GateDecision:
+    """Promote when the holdout is big enough and, with a champion, the candidate beats it on
+    `name` by at least `min_improvement`.
+
+    A tie: with `min_improvement` 0, a candidate exactly as good as the champion passes when
+    it learned from more recent data (`newer`), since after a drift two equally scored models
+    are not equally current (two majority-class models would otherwise block every retrain);
+    with a positive `min_improvement`, the gain must reach it, so a tie is refused.
+    """
     higher = METRICS.get(name, True)
     if holdout < spec.min_holdout:
         return GateDecision(False, name, candidate, champion, holdout,
@@ -75,9 +81,12 @@ def decide(spec: GateSpec, name: str, candidate: float, champion: float | None,
         return GateDecision(True, name, candidate, champion, holdout,
                             f"promoted: no champion to beat; {name} {candidate:.4f}")
     gain = candidate - champion if higher else champion - candidate
-    passed = gain > 0 and gain >= spec.min_improvement
+    if spec.min_improvement > 0:
+        passed, rule = gain >= spec.min_improvement, f">= {spec.min_improvement}"
+    else:
+        passed = gain > 0 or (gain == 0 and newer)
+        rule = "> 0, or = 0 on newer data" + ("" if newer else " (it is not newer)")
     verdict = "promoted" if passed else "refused"
     return GateDecision(passed, name, candidate, champion, holdout,
                         f"{verdict}: candidate {name} {candidate:.4f} vs champion "
-                        f"{champion:.4f} (gain {gain:+.4f}, needed > 0 and >= "
-                        f"{spec.min_improvement})")
+                        f"{champion:.4f} (gain {gain:+.4f}, needed {rule})")

@@ -1,9 +1,20 @@
-"""One training run: dataset -> train -> export -> evaluate -> register -> promote.
+"""One training run: dataset -> train -> export -> parity -> evaluate -> register -> promote.
 
-Each stage is timed (`stage_seconds`). Candidate and champion are scored with ONNX Runtime
-on the same holdout (the most recent examples of the window); the gate decides; the version
-is registered either way, with its metrics, parent, feature names, sha256, trigger reason and
-lineage (the exact partitions and offset ranges of its window), and announced.
+The model's spec names the trainer and the mode:
+- scratch: a new model on the recent window;
+- fine_tune: the champion's native state continued on the recent window (a champion with no
+  native state of this trainer, e.g. one brought as ONNX only, is trained from scratch and
+  the run says why in its lineage's mode_note);
+- best_of: both candidates in one run, each gated against the champion on the same holdout;
+  the better one that passes is registered and promoted (the better one of the two when none
+  passes), and the run records both scores.
+
+Every candidate's ONNX export is checked against the native model on the holdout (parity);
+one past `training.parity_tolerance` is refused with the figure. Candidate and champion are
+scored with ONNX Runtime on the same holdout (the most recent examples of the window); the
+gate decides; the version is registered either way, with its metrics, parent, feature names,
+vocabularies, native state, sha256, trigger reason and lineage (the exact partitions and
+offset ranges of its window, the mode and the version it continued), and announced.
 """
 
 from __future__ import annotations
@@ -11,19 +22,21 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from flywheel.common.errors import ArtifactRejected, FailedPrecondition, NotFound
-from flywheel.common.registry import CHAMPION, ModelRegistry, sha256_file
-from flywheel.common.spec import FlywheelSpec, ModelSpec, Task
+from flywheel.common.errors import FailedPrecondition, NotFound
+from flywheel.common.registry import CHAMPION, ModelRegistry
+from flywheel.common.spec import FlywheelSpec, ModelSpec, Task, TrainingMode
 from flywheel.training.dataset import Dataset, Window
 from flywheel.training.gate import GateDecision, decide, metric
+from flywheel.training.parity import compare
 from flywheel.training.promotions import Promotions
-from flywheel.training.trainer import OnnxScorer, Trainer
+from flywheel.training.scoring import OnnxScorer, VersionScorer, open_version
+from flywheel.training.trainers import FittedModel, NativeState, Trainer, TrainingData
 from flywheel.v1 import common_pb2
 
 log = logging.getLogger("flywheel.training.runner")
@@ -36,6 +49,8 @@ TASKS = {
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 # A run that was queued or running when the training service stopped.
 INTERRUPTED = "interrupted"
+NATIVE_FOLDER = "native"
+SCRATCH, FINE_TUNE = TrainingMode.SCRATCH.value, TrainingMode.FINE_TUNE.value
 
 
 @dataclass
@@ -72,6 +87,10 @@ class TrainingRun:
     mode: str = ""
     trainer: str = ""
     candidates: list[Candidate] = field(default_factory=list)
+    # How the registered version was trained, and whose native state it continued.
+    training_mode: str = ""
+    continued_from: int = 0
+    mode_note: str = ""
     # The prediction ids of the window, in order (not persisted; for checks and tests).
     dataset_ids: list[str] = field(default_factory=list, repr=False)
 
@@ -81,19 +100,42 @@ class TrainingRun:
                                                   end_offset=b) for t, p, a, b in self.ranges],
             parent_version=self.parent_version, training_run_id=self.run_id,
             trigger_reason=self.trigger_reason, training_examples=self.training_examples,
-            holdout_examples=self.holdout_examples,
+            holdout_examples=self.holdout_examples, training_mode=self.training_mode,
+            continued_from_version=self.continued_from, mode_note=self.mode_note,
+            trainer=self.trainer,
         )
+
+
+@dataclass
+class _Champion:
+    version: int
+    meta: common_pb2.ModelVersion
+    scorer: VersionScorer
+    native: NativeState | None  # None: nothing this trainer can continue
+    why_not_native: str
+
+
+@dataclass
+class _Trained:
+    mode: str
+    model: FittedModel
+    artifact: bytes
+    continued_from: int
+    note: str
+    metrics: dict[str, float]
+    gate: GateDecision | None = None
+    refused: str = ""  # why it cannot be registered (parity)
 
 
 class Runner:
     def __init__(self, *, spec: FlywheelSpec, dataset: Dataset, registry: ModelRegistry,
-                 promotions: Promotions, trainer: Trainer, promote_to: str = CHAMPION,
-                 onnx_threads: int = 1) -> None:
+                 promotions: Promotions, trainers: Mapping[str, Trainer],
+                 promote_to: str = CHAMPION, onnx_threads: int = 1) -> None:
         self._spec = spec
         self._dataset = dataset
         self._registry = registry
         self._promotions = promotions
-        self._trainer = trainer
+        self._trainers = trainers
         self._promote_to = promote_to
         self._threads = onnx_threads
 
@@ -103,7 +145,8 @@ class Runner:
         try:
             yield
         finally:
-            run.stage_seconds[name] = time.perf_counter() - start
+            run.stage_seconds[name] = run.stage_seconds.get(name, 0.0) + (
+                time.perf_counter() - start)
 
     def run(self, run: TrainingRun) -> TrainingRun:
         run.state, run.started_at = RUNNING, time.time()
@@ -118,39 +161,179 @@ class Runner:
         return run
 
     def _run(self, run: TrainingRun, spec: ModelSpec) -> None:
+        trainer = self._trainers[spec.name]
+        run.mode, run.trainer = spec.training.mode.value, trainer.name
         with self._stage(run, "dataset"):
             window = self._dataset.window(spec.name, spec.training.window,
                                           spec.training.holdout_fraction)
             self._check(window, spec)
             run.ranges, run.dataset_ids = window.ranges, window.prediction_ids
             run.training_examples, run.holdout_examples = len(window.y_train), len(window.y_holdout)
-        with self._stage(run, "train"):
-            model = self._trainer.fit(window.X_train, window.y_train, spec.task)
-        with self._stage(run, "export"):
-            artifact = self._trainer.to_onnx(model, window.X_train.shape[1])
+            data = self._training_data(window, spec)
+        champion = self._champion(spec, trainer)
+        run.parent_version = champion.version if champion else 0
+        trained = [self._train(run, spec, trainer, data, window, champion, mode)
+                   for mode in self._modes(spec)]
         with self._stage(run, "evaluate"):
-            metrics, champion, outputs = self._evaluate(artifact, window, spec)
-            run.parent_version = champion
-            run.gate = decide(spec.gate, spec.gate_metric, metrics[spec.gate_metric],
-                              metrics.get(f"champion_{spec.gate_metric}"), len(window.y_holdout))
+            newer = self._is_newer(window, champion)
+            for candidate in trained:
+                if candidate.refused:
+                    continue
+                self._evaluate(candidate, window, spec, champion)
+                candidate.gate = decide(spec.gate, spec.gate_metric,
+                                        candidate.metrics[spec.gate_metric],
+                                        candidate.metrics.get(f"champion_{spec.gate_metric}"),
+                                        len(window.y_holdout), newer=newer)
+        chosen = self._choose(trained, spec)
+        run.candidates = [self._candidate(c, spec) for c in trained]
+        if chosen is None:
+            raise FailedPrecondition("; ".join(f"{c.mode}: {c.refused}" for c in trained))
+        run.gate = chosen.gate
+        run.training_mode, run.continued_from, run.mode_note = (
+            chosen.mode, chosen.continued_from, chosen.note)
         with self._stage(run, "register"):
-            version = self._registry.register(
-                spec.name, artifact, task=TASKS[spec.task], entity_type=spec.entity_type,
-                feature_names=list(spec.features),
-                output_names=outputs,
-                metrics=metrics, lineage=run.lineage(),
-            )
-            run.candidate_version = version.version
-            self._promotions.registered(spec.name, version.version,
+            metrics = dict(chosen.metrics)
+            if len(trained) > 1:  # best_of: both scores stay with the version
+                for other in trained:
+                    if not other.refused:
+                        metrics[f"{other.mode}_{spec.gate_metric}"] = other.metrics[
+                            spec.gate_metric]
+            version = self._register(run, spec, chosen, metrics)
+            run.candidate_version = version
+            for candidate in run.candidates:
+                if candidate.mode == chosen.mode:
+                    candidate.version = version
+            self._promotions.registered(spec.name, version,
                                         f"run {run.run_id}: {run.trigger_reason}")
         with self._stage(run, "promote"):
             if run.gate.passed:
                 alias = CHAMPION if not champion else self._promote_to
-                self._promotions.promote(spec.name, version.version, alias,
+                self._promotions.promote(spec.name, version, alias,
                                          f"run {run.run_id}: {run.gate.decision}")
                 run.promoted, run.promoted_alias = alias == CHAMPION, alias
-        log.info("training run %s: v%d %s", run.run_id, run.candidate_version,
-                 run.gate.decision, extra={"stage_seconds": run.stage_seconds})
+        log.info("training run %s: v%d (%s, %s) %s", run.run_id, run.candidate_version,
+                 trainer.name, chosen.mode, run.gate.decision,
+                 extra={"stage_seconds": run.stage_seconds})
+
+    # -- training ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _modes(spec: ModelSpec) -> list[str]:
+        mode = spec.training.mode
+        if mode is TrainingMode.BEST_OF:
+            return [SCRATCH, FINE_TUNE]
+        return [mode.value]
+
+    def _training_data(self, window: Window, spec: ModelSpec) -> TrainingData:
+        vocabularies = self._spec.vocabularies(spec)
+        categorical = {i: len(vocabularies[n]) + 1 for i, n in enumerate(spec.features)
+                       if n in vocabularies}
+        return TrainingData(window.X_train, window.y_train, spec.task, tuple(spec.features),
+                            categorical, spec.num_classes)
+
+    def _train(self, run: TrainingRun, spec: ModelSpec, trainer: Trainer, data: TrainingData,
+               window: Window, champion: _Champion | None, mode: str) -> _Trained:
+        parent, continued_from, note = None, 0, ""
+        if mode == FINE_TUNE:
+            if champion is None:
+                note = "no champion to continue: trained from scratch"
+            elif champion.native is None:
+                note = f"{champion.why_not_native}: trained from scratch"
+            else:
+                parent, continued_from = champion.native, champion.version
+        with self._stage(run, "train"):
+            model = trainer.fit(data, parent)
+        with self._stage(run, "export"):
+            artifact = model.to_onnx()
+        with self._stage(run, "parity"):
+            native = model.predict(window.X_holdout)
+            exported = OnnxScorer(artifact, self._threads,
+                                  classifier=spec.task.is_classification).score(window.X_holdout)
+            parity = compare(native, exported, window.y_holdout, spec.task.is_classification)
+        tolerance = spec.training.parity_tolerance
+        refused = "" if parity.passed(tolerance) else parity.describe(tolerance)
+        if note:
+            log.info("training run %s: %s", run.run_id, note)
+        return _Trained(mode, model, artifact, continued_from, note,
+                        {"parity_max_difference": parity.max_difference}, refused=refused)
+
+    # -- evaluation and choice ---------------------------------------------------------------
+
+    def _evaluate(self, candidate: _Trained, window: Window, spec: ModelSpec,
+                  champion: _Champion | None) -> None:
+        """Candidate and champion metrics on the same holdout, into candidate.metrics."""
+        names = (["accuracy", "f1", "log_loss"] if spec.task.is_classification
+                 else ["rmse", "mae"])
+        if spec.gate_metric not in names:
+            names.append(spec.gate_metric)
+        y = window.y_holdout
+        out = candidate.metrics
+        out.update({"training_examples": float(len(window.y_train)),
+                    "holdout_examples": float(len(y))})
+        scores = OnnxScorer(candidate.artifact, self._threads,
+                            classifier=spec.task.is_classification).score(window.X_holdout)
+        for name in names:
+            out[name] = _safe_metric(name, y, scores)
+        if champion is not None:
+            scores = champion.scorer.score(window.X_holdout)
+            for name in names:
+                out[f"champion_{name}"] = _safe_metric(name, y, scores)
+
+    @staticmethod
+    def _choose(trained: list[_Trained], spec: ModelSpec) -> _Trained | None:
+        """The better candidate that passed its gate; else the better one; None when every
+        candidate was refused before the gate."""
+        usable = [c for c in trained if not c.refused]
+        if not usable:
+            return None
+        higher = spec.gate_metric not in ("log_loss", "rmse", "mae")
+
+        def key(c: _Trained) -> tuple[bool, float]:
+            score = c.metrics.get(spec.gate_metric, float("nan"))
+            score = score if np.isfinite(score) else -np.inf if higher else np.inf
+            return (c.gate.passed, score if higher else -score)
+
+        return max(usable, key=key)
+
+    @staticmethod
+    def _candidate(c: _Trained, spec: ModelSpec) -> Candidate:
+        if c.refused:
+            return Candidate(c.mode, spec.gate_metric, float("nan"), False,
+                             f"refused: {c.refused}")
+        return Candidate(c.mode, spec.gate_metric, c.metrics.get(spec.gate_metric, float("nan")),
+                         c.gate.passed, c.gate.decision)
+
+    @staticmethod
+    def _is_newer(window: Window, champion: _Champion | None) -> bool:
+        """Whether the window reaches past the data the champion learned from (a champion
+        brought from elsewhere has none): what lets a tie pass the gate."""
+        if champion is None:
+            return True
+        ranges = champion.meta.lineage.training_data
+        if not ranges:
+            return True
+        learned = {r.partition: r.end_offset for r in ranges}
+        return any(last > learned.get(partition, -1) for _, partition, _, last in window.ranges)
+
+    # -- registry ----------------------------------------------------------------------------
+
+    def _register(self, run: TrainingRun, spec: ModelSpec, chosen: _Trained,
+                  metrics: dict[str, float]) -> int:
+        state = chosen.model.native_state()
+        files = {}
+        details = common_pb2.ModelVersion()
+        for name, values in self._spec.vocabularies(spec).items():
+            details.vocabularies[name].values[:] = values
+        if state is not None:
+            files = {f"{NATIVE_FOLDER}/{name}": content for name, content in state.files.items()}
+            details.native_format = state.format
+        version = self._registry.register(
+            spec.name, chosen.artifact, task=TASKS[spec.task], entity_type=spec.entity_type,
+            feature_names=list(spec.features),
+            output_names=_output_names(chosen.artifact),
+            metrics=metrics, lineage=run.lineage(), files=files, details=details,
+        )
+        return version.version
 
     def _check(self, window: Window, spec: ModelSpec) -> None:
         total = len(window.y_train) + len(window.y_holdout)
@@ -160,43 +343,37 @@ class Runner:
         if spec.task.is_classification and len(np.unique(window.y_train)) < 2:
             raise FailedPrecondition("the training window holds a single class")
 
-    def _evaluate(self, artifact: bytes, window: Window, spec: ModelSpec
-                  ) -> tuple[dict[str, float], int, list[str]]:
-        """Candidate and champion metrics on the same holdout; returns them, the champion's
-        version (0: none) and the candidate's output names."""
-        names = ["accuracy", "f1"] if spec.task.is_classification else ["rmse", "mae"]
-        if spec.gate_metric not in names:
-            names.append(spec.gate_metric)
-        y = window.y_holdout
-        out: dict[str, float] = {"training_examples": float(len(window.y_train)),
-                                 "holdout_examples": float(len(y))}
-        candidate = OnnxScorer(artifact, self._threads)
-        outputs = [o.name for o in candidate.session.get_outputs()]
-        scores = candidate.score(window.X_holdout)
-        for name in names:
-            out[name] = metric(name, y, scores.predicted, scores.probabilities)
-        champion = self._champion_scorer(spec)
-        if champion is None:
-            return out, 0, outputs
-        version, scorer, columns = champion
-        scores = scorer.score(window.X_holdout[:, columns])
-        for name in names:
-            out[f"champion_{name}"] = metric(name, y, scores.predicted, scores.probabilities)
-        return out, version, outputs
-
-    def _champion_scorer(self, spec: ModelSpec) -> tuple[int, OnnxScorer, list[int]] | None:
+    def _champion(self, spec: ModelSpec, trainer: Trainer) -> _Champion | None:
         try:
             current = self._registry.resolve(spec.name, CHAMPION)
         except NotFound:
             return None
-        path = self._registry.artifact_path(current)
-        if sha256_file(path) != current.sha256:
-            raise ArtifactRejected(f"champion v{current.version} artifact does not match its "
-                                   "sha256")
-        position = {n: i for i, n in enumerate(spec.features)}
-        missing = [n for n in current.feature_names if n not in position]
-        if missing:
-            raise FailedPrecondition(f"champion v{current.version} reads features the spec no "
-                                     f"longer has: {missing}")
-        columns = [position[n] for n in current.feature_names]
-        return current.version, OnnxScorer(path.read_bytes(), self._threads), columns
+        try:
+            scorer = open_version(self._registry, current, list(spec.features), self._threads,
+                                  spec.task.is_classification)
+        except ValueError as error:
+            raise FailedPrecondition(f"champion {error}") from None
+        native, why = None, ""
+        if not current.native_format:
+            why = f"champion v{current.version} has no native state (ONNX only)"
+        elif current.lineage.trainer != trainer.name or current.native_format != trainer.native_format:
+            why = (f"champion v{current.version} was trained by "
+                   f"{current.lineage.trainer or 'another trainer'}, not {trainer.name}")
+        elif list(current.feature_names) != list(spec.features):
+            why = f"champion v{current.version} reads other features than the spec's"
+        else:
+            files = self._registry.read_folder(spec.name, current.version, NATIVE_FOLDER)
+            native = NativeState(current.native_format, files)
+        return _Champion(current.version, current, scorer, native, why)
+
+
+def _safe_metric(name: str, y: np.ndarray, scores) -> float:
+    if name in ("log_loss", "roc_auc") and scores.probabilities is None:
+        return float("nan")
+    return metric(name, y, scores.predicted, scores.probabilities)
+
+
+def _output_names(artifact: bytes) -> list[str]:
+    import onnx
+
+    return [o.name for o in onnx.load_model_from_string(artifact).graph.output]

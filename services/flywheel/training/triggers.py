@@ -2,8 +2,8 @@
 
 `fire` returns the reason of the first trigger that fires, or None. Debounce comes first: no
 run sooner than `debounce_seconds` after the last one started. The data-driven triggers
-(accuracy, drift) also need at least one new label since the last run: a run on the very
-same data would learn nothing new.
+(accuracy for classifiers, error for regression models, drift) also need at least one new
+label since the last run: a run on the very same data would learn nothing new.
 """
 
 from __future__ import annotations
@@ -22,6 +22,11 @@ class Observations:
     champion_accuracy: float | None = None
     # The champion's accuracy at training time (its holdout accuracy in the registry).
     champion_training_accuracy: float | None = None
+    # Regression: the champion's live error (error_name: mae or rmse) over its last `window`
+    # joined labels, and its error at training time (its holdout error in the registry).
+    champion_error: float | None = None
+    champion_training_error: float | None = None
+    error_name: str = "mae"
     # The largest PSI of any feature, recent window against the champion's training data.
     max_psi: float | None = None
     psi_feature: str = ""
@@ -45,6 +50,17 @@ def fire(spec: TriggerSpec, obs: Observations) -> str | None:
                     f"{obs.champion_training_accuracy - obs.champion_accuracy:.4f} below its "
                     f"training accuracy {obs.champion_training_accuracy:.4f} "
                     f"(> {spec.accuracy_drop})")
+    if obs.new_labels > 0 and obs.champion_error is not None:
+        name = obs.error_name
+        if spec.error_above and obs.champion_error > spec.error_above:
+            return (f"error_above: champion {name} {obs.champion_error:.4f} > "
+                    f"{spec.error_above} over the last {spec.window} labels")
+        if (spec.error_increase and obs.champion_training_error is not None
+                and obs.champion_error - obs.champion_training_error > spec.error_increase):
+            return (f"error_increase: champion {name} {obs.champion_error:.4f} is "
+                    f"{obs.champion_error - obs.champion_training_error:.4f} above its "
+                    f"training {name} {obs.champion_training_error:.4f} "
+                    f"(> {spec.error_increase})")
     if (obs.new_labels > 0 and spec.psi_above and obs.max_psi is not None
             and obs.max_psi > spec.psi_above):
         return f"psi: feature {obs.psi_feature} drifted, PSI {obs.max_psi:.4f} > {spec.psi_above}"

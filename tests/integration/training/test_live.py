@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from training_kit import Concept, SwitchTrainer, produce, read_all, wait_for
+from training_kit import FEATURES, Concept, SwitchTrainer, produce, read_all, wait_for
 
 from flywheel.common.grpc.client import aio_channel
 from flywheel.common.spec import Task
+from flywheel.training.trainers import TrainingData
 from flywheel.v1 import common_pb2, events_pb2, training_pb2, training_pb2_grpc
 
 NO_TRIGGERS = "{every_n_labels: 0, accuracy_below: 0, accuracy_drop: 0, window: 200}"
@@ -18,10 +19,10 @@ def _register(app, concept, shuffled: bool) -> int:
     trainer = SwitchTrainer()
     trainer.mode = "shuffled" if shuffled else "good"
     X, y = concept.rows(600)
-    artifact = trainer.to_onnx(trainer.fit(X, y, Task.BINARY_CLASSIFICATION), X.shape[1])
+    artifact = trainer.fit(TrainingData(X, y, Task.BINARY_CLASSIFICATION, FEATURES)).to_onnx()
     version = app.registry.register(
         "churn", artifact, task=common_pb2.MODEL_TASK_BINARY_CLASSIFICATION,
-        entity_type="customer", feature_names=[f"f{i:02d}" for i in range(24)],
+        entity_type="customer", feature_names=FEATURES,
         metrics={"accuracy": 0.5 if shuffled else 0.95},
     )
     return version.version
@@ -60,14 +61,16 @@ async def test_rollback_and_shadow_promotion(make_app, kafka_bootstrap):
                                      timeout=10)
         assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
-        # A shadow challenger that beats the champion live is promoted.
-        challenger = _register(app, concept, False)
+        # The world drifts; a shadow challenger that learned the new concept beats the
+        # champion on the same joined labels (the champion scored on the shadow's rows).
+        drifted = Concept(seed=11)
+        challenger = _register(app, drifted, False)
         await stub.PromoteModelVersion(training_pb2.PromoteModelVersionRequest(
             model_name="churn", version=challenger, alias="shadow"), timeout=10)
-        produce(kafka_bootstrap, topics.labeled, concept.examples(
+        produce(kafka_bootstrap, topics.labeled, drifted.examples(
             "s", 250, version=challenger, accuracy=0.97, role=common_pb2.MODEL_ROLE_SHADOW))
-        produce(kafka_bootstrap, topics.labeled, concept.examples("c", 250, version=good,
-                                                                  accuracy=0.85))
+        produce(kafka_bootstrap, topics.labeled, drifted.examples("c", 250, version=good,
+                                                                  accuracy=0.6))
         await wait_for(lambda: app.registry.aliases("churn") == {"champion": challenger}, 30,
                  "the shadow promotion")
         last = read_all(kafka_bootstrap, topics.model_versions)[-1]

@@ -57,7 +57,7 @@ async def test_triggers_gate_announcements_lineage(make_app, kafka_bootstrap):
 
     # B. The champion's live accuracy drops: accuracy_below fires; a worse candidate (trained
     # on shuffled labels) is registered but not promoted.
-    app._trainer.mode = "shuffled"
+    app.trainers["churn"].mode = "shuffled"
     produce(kafka_bootstrap, topics.labeled, clean.examples("b", 300, version=1, accuracy=0.5))
     second = (await wait_for(lambda: _finished(app, lambda r: r.run_id != first.run_id),
                             60, "an accuracy-triggered run"))[0]
@@ -70,7 +70,7 @@ async def test_triggers_gate_announcements_lineage(make_app, kafka_bootstrap):
 
     # C. The concept drifts: a candidate trained on the new data beats the champion on the
     # same holdout and is promoted.
-    app._trainer.mode = "good"
+    app.trainers["churn"].mode = "good"
     drifted = Concept(seed=99)
     produce(kafka_bootstrap, topics.labeled, drifted.examples("c", 900, version=1, accuracy=0.5))
     better = (await wait_for(

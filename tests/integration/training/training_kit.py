@@ -6,6 +6,7 @@ Imported by name (the test folders are not packages; pytest puts this folder on 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,11 +16,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from flywheel.common.kafka.headers import standard_headers
 from flywheel.common.kafka.topics import Topic
-from flywheel.common.spec import Task
-from flywheel.training.trainer import SklearnTrainer
+from flywheel.training.trainers import make_trainer
 from flywheel.v1 import common_pb2, events_pb2
 
-FEATURES = [f"f{i:02d}" for i in range(24)]
+FEATURES = tuple(f"f{i:02d}" for i in range(24))
 
 SPEC = """
 entities:
@@ -72,16 +72,21 @@ class Concept:
         return out
 
 
-class SwitchTrainer(SklearnTrainer):
-    """The default trainer, or (mode "shuffled") one that learns from shuffled labels: a
+class SwitchTrainer:
+    """The logistic trainer, or (mode "shuffled") one that learns from shuffled labels: a
     candidate reliably worse than a champion trained on the real ones."""
 
+    name = "logistic"
     mode = "good"
 
-    def fit(self, X, y, task: Task):
+    def __init__(self) -> None:
+        self._inner = make_trainer("logistic")
+        self.native_format = self._inner.native_format
+
+    def fit(self, data, parent=None):
         if self.mode == "shuffled":
-            y = np.random.default_rng(1).permutation(y)
-        return super().fit(X, y, task)
+            data = dataclasses.replace(data, y=np.random.default_rng(1).permutation(data.y))
+        return self._inner.fit(data, parent)
 
 
 def produce(bootstrap: str, topic: Topic, examples: list) -> None:

@@ -58,10 +58,14 @@ def test_gate():
     assert decide(spec, "accuracy", 0.9, None, 150).passed
     assert not decide(spec, "accuracy", 0.9, None, 99).passed
     assert decide(spec, "accuracy", 0.91, 0.90, 150).passed
-    assert not decide(spec, "accuracy", 0.90, 0.90, 150).passed  # a tie keeps the champion
+    # A tie passes on newer data only (min_improvement 0), never under a positive margin.
+    assert decide(spec, "accuracy", 0.90, 0.90, 150).passed
+    assert not decide(spec, "accuracy", 0.90, 0.90, 150, newer=False).passed
     assert not decide(spec, "accuracy", 0.85, 0.90, 150).passed
     strict = GateSpec(metric="accuracy", min_improvement=0.02, min_holdout=10)
     assert not decide(strict, "accuracy", 0.91, 0.90, 150).passed
+    assert not decide(strict, "accuracy", 0.90, 0.90, 150).passed
+    assert decide(strict, "accuracy", 0.93, 0.90, 150).passed
     lower = GateSpec(metric="rmse", min_improvement=0.0, min_holdout=10)
     assert decide(lower, "rmse", 1.0, 2.0, 50).passed and not decide(lower, "rmse", 2.0, 1.0, 50).passed
 

@@ -1,0 +1,148 @@
+"""Gradient-boosted trees: lightgbm and xgboost (the `boost` extra).
+
+Both export through onnxmltools at target_opset 15 (its converters refuse 17) and keep their
+native state in the libraries' own text formats (LightGBM model text, XGBoost JSON), which
+load without executing code. Fine-tuning adds trees on top of the champion's booster
+(`init_model` / `xgb_model`), fitted on the recent window: the champion's trees are kept as
+they are, the new ones learn what changed.
+
+The trees learn on features rounded to float32, the precision inference feeds them, so a
+split threshold compares the same numbers online as in training.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from flywheel.training.scoring import Scores
+from flywheel.training.trainers.base import (
+    INPUT_NAME,
+    NativeState,
+    TrainerError,
+    TrainingData,
+    to_float32_grid,
+)
+from flywheel.training.trainers.params import LightGBMParams, XGBoostParams
+
+ONNX_OPSET = 15
+LIGHTGBM_FORMAT = "lightgbm-text"
+XGBOOST_FORMAT = "xgboost-json"
+
+
+def _import(module: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise TrainerError(f"trainer needs the `{module}` package: install the boost extra "
+                           "(pip install 'flywheel-mesh[boost]')") from None
+
+
+def _batch_dimension_free(model: Any) -> bytes:
+    """The converters declare some outputs with a fixed batch of 1; inference checks shapes,
+    so every output's first dimension is made symbolic."""
+    for output in model.graph.output:
+        dims = output.type.tensor_type.shape.dim
+        if len(dims):
+            dims[0].ClearField("dim_value")
+            dims[0].dim_param = "N"
+    return model.SerializeToString()
+
+
+class BoostedModel:
+    def __init__(self, estimator: Any, data: TrainingData, convert: str, state: NativeState):
+        self.estimator = estimator
+        self._classifier = data.task.is_classification
+        self._n_features = data.n_features
+        self._convert = convert
+        self._state = state
+
+    def predict(self, X: np.ndarray) -> Scores:
+        X = to_float32_grid(X)
+        if self._classifier:
+            probabilities = np.asarray(self.estimator.predict_proba(X), dtype=np.float64)
+            return Scores(probabilities.argmax(axis=1), probabilities)
+        return Scores(np.asarray(self.estimator.predict(X), dtype=np.float64), None)
+
+    def to_onnx(self) -> bytes:
+        onnxmltools = _import("onnxmltools")
+        from onnxmltools.convert.common.data_types import FloatTensorType
+
+        types = [(INPUT_NAME, FloatTensorType([None, self._n_features]))]
+        if self._convert == "lightgbm":
+            model = onnxmltools.convert_lightgbm(self.estimator, initial_types=types,
+                                                 target_opset=ONNX_OPSET, zipmap=False)
+        else:
+            model = onnxmltools.convert_xgboost(self.estimator, initial_types=types,
+                                                target_opset=ONNX_OPSET)
+        return _batch_dimension_free(model)
+
+    def native_state(self) -> NativeState:
+        return self._state
+
+
+class LightGBMTrainer:
+    name = "lightgbm"
+    native_format = LIGHTGBM_FORMAT
+
+    def __init__(self, params: LightGBMParams) -> None:
+        self.params = params
+
+    def fit(self, data: TrainingData, parent: NativeState | None = None) -> BoostedModel:
+        lgb = _import("lightgbm")
+        p = self.params
+        kind = lgb.LGBMClassifier if data.task.is_classification else lgb.LGBMRegressor
+        settings = dict(learning_rate=p.learning_rate, num_leaves=p.num_leaves,
+                        max_depth=p.max_depth, min_child_samples=p.min_child_samples,
+                        subsample=p.subsample, subsample_freq=1 if p.subsample < 1 else 0,
+                        colsample_bytree=p.colsample_bytree, reg_lambda=p.reg_lambda,
+                        random_state=p.random_state, n_jobs=1, verbose=-1)
+        init_model = None
+        if parent is not None:
+            text = parent.files.get("model.txt")
+            if parent.format != LIGHTGBM_FORMAT or text is None:
+                raise TrainerError(f"native state {parent.format!r} is not a LightGBM model")
+            init_model = lgb.Booster(model_str=text.decode())
+        estimator = kind(n_estimators=p.fine_tune_estimators if parent else p.n_estimators,
+                         **settings)
+        y = data.y.astype(np.int64) if data.task.is_classification else data.y
+        estimator.fit(to_float32_grid(data.X), y, init_model=init_model)
+        state = NativeState(LIGHTGBM_FORMAT,
+                            {"model.txt": estimator.booster_.model_to_string().encode()})
+        return BoostedModel(estimator, data, "lightgbm", state)
+
+
+class XGBoostTrainer:
+    name = "xgboost"
+    native_format = XGBOOST_FORMAT
+
+    def __init__(self, params: XGBoostParams) -> None:
+        self.params = params
+
+    def fit(self, data: TrainingData, parent: NativeState | None = None) -> BoostedModel:
+        xgb = _import("xgboost")
+        p = self.params
+        kind = xgb.XGBClassifier if data.task.is_classification else xgb.XGBRegressor
+        booster = None
+        if parent is not None:
+            raw = parent.files.get("model.json")
+            if parent.format != XGBOOST_FORMAT or raw is None:
+                raise TrainerError(f"native state {parent.format!r} is not an XGBoost model")
+            booster = xgb.Booster()
+            booster.load_model(bytearray(raw))
+        estimator = kind(n_estimators=p.fine_tune_estimators if parent else p.n_estimators,
+                         learning_rate=p.learning_rate, max_depth=p.max_depth,
+                         min_child_weight=p.min_child_weight, subsample=p.subsample,
+                         colsample_bytree=p.colsample_bytree, reg_lambda=p.reg_lambda,
+                         random_state=p.random_state, tree_method="hist", n_jobs=1)
+        y = data.y.astype(np.int64) if data.task.is_classification else data.y
+        estimator.fit(to_float32_grid(data.X), y, xgb_model=booster)
+        # The converter reads the class count as trees / n_estimators: after continuing a
+        # booster, n_estimators must count the champion's rounds too.
+        estimator.set_params(n_estimators=estimator.get_booster().num_boosted_rounds())
+        raw = bytes(estimator.get_booster().save_raw("json"))
+        return BoostedModel(estimator, data, "xgboost",
+                            NativeState(XGBOOST_FORMAT, {"model.json": raw}))
