@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -88,7 +88,8 @@ class TrainingRun:
 class Runner:
     def __init__(self, *, spec: FlywheelSpec, dataset: Dataset, registry: ModelRegistry,
                  promotions: Promotions, trainer: Trainer, promote_to: str = CHAMPION,
-                 onnx_threads: int = 1) -> None:
+                 onnx_threads: int = 1,
+                 progress: Callable[[TrainingRun], None] | None = None) -> None:
         self._spec = spec
         self._dataset = dataset
         self._registry = registry
@@ -96,6 +97,8 @@ class Runner:
         self._trainer = trainer
         self._promote_to = promote_to
         self._threads = onnx_threads
+        # Told when a run starts and after each stage (the run store records it); never raises.
+        self._progress = progress or (lambda run: None)
 
     @contextmanager
     def _stage(self, run: TrainingRun, name: str) -> Iterator[None]:
@@ -104,9 +107,11 @@ class Runner:
             yield
         finally:
             run.stage_seconds[name] = time.perf_counter() - start
+            self._progress(run)
 
     def run(self, run: TrainingRun) -> TrainingRun:
         run.state, run.started_at = RUNNING, time.time()
+        self._progress(run)
         try:
             self._run(run, self._spec.model(run.model_name))
             run.state = SUCCEEDED

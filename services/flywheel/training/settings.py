@@ -21,6 +21,11 @@ class TrainingSettings(ServiceSettings):
         description="Where labeled examples are kept as Parquet segments (with their topic, "
         "partition and offset), so any run can be reproduced.",
     )
+    runs_kept: int = Field(
+        1000, gt=0,
+        description="How many training runs are kept (under data_dir/runs, one file each, "
+        "past restarts); beyond it the oldest finished runs are dropped.",
+    )
     promote_to: Literal["champion", "shadow"] = Field(
         "champion",
         description="Where a candidate that passes the offline gate goes: straight to "
