@@ -44,7 +44,7 @@ class TrainingApp:
         self.topics = Topics(common.namespace)
         self.registry = ModelRegistry(common.registry_uri)
         self.dataset = Dataset(settings.data_dir, self.spec.models)
-        self.runs = RunStore(settings.data_dir / "runs", settings.runs_kept, self.registry)
+        self.run_store = RunStore(settings.data_dir / "runs", settings.runs_kept, self.registry)
         self._trainer = trainer or SklearnTrainer()
         self.port = 0
         self._producer: Producer | None = None
@@ -78,10 +78,10 @@ class TrainingApp:
         runner = Runner(spec=self.spec, dataset=self.dataset, registry=self.registry,
                         promotions=self.promotions, trainer=self._trainer,
                         promote_to=settings.promote_to, onnx_threads=settings.onnx_threads,
-                        progress=self.runs.checkpoint)
+                        progress=self.run_store.checkpoint)
         self.controller = Controller(spec=self.spec, dataset=self.dataset,
                                      registry=self.registry, runner=runner, live_gate=live_gate,
-                                     store=self.runs)
+                                     store=self.run_store)
         restored = await asyncio.to_thread(self.controller.restore)
         log.info("loaded %d past training runs", restored)
         self._consumer = ConsumerWorker(

@@ -97,7 +97,8 @@ class Runner:
         self._trainer = trainer
         self._promote_to = promote_to
         self._threads = onnx_threads
-        # Told when a run starts and after each stage (the run store records it); never raises.
+        # Told when a run starts, after each stage and at its end (the run store records it);
+        # never raises.
         self._progress = progress or (lambda run: None)
 
     @contextmanager
@@ -120,6 +121,7 @@ class Runner:
             log.warning("training run %s failed: %s", run.run_id, run.error,
                         exc_info=not isinstance(error, FailedPrecondition))
         run.finished_at = time.time()
+        self._progress(run)
         return run
 
     def _run(self, run: TrainingRun, spec: ModelSpec) -> None:
