@@ -1,5 +1,6 @@
 """Composition root of the training service: the labeled-examples consumer, the dataset,
-the registry and the announcements, the controller and the gRPC server."""
+the registry and the announcements, the controller with its run store, and the gRPC
+server."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The run store: records that round-trip, interrupted runs on load, bounded retention."""
+"""The run store: records that round-trip, interrupted runs on load, bounded retention; the
+controller's bookkeeping over it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import math
 
 import pytest
 
+from flywheel.common.errors import Unavailable
 from flywheel.common.registry import ModelRegistry
+from flywheel.common.spec import load_spec
+from flywheel.training.controller import Controller
+from flywheel.training.dataset import Dataset
 from flywheel.training.gate import GateDecision
 from flywheel.training.run_store import RunStore, from_record, to_record
 from flywheel.training.runner import (
@@ -167,3 +172,51 @@ def test_a_new_run_is_queued_state_on_disk(tmp_path):
     record = json.loads((tmp_path / f"{run.run_id}.json").read_text())
     assert record["format"] == 1 and record["sequence"] == 1
     assert record["run"]["state"] == QUEUED and record["run"]["model_name"] == "churn"
+
+
+# -- the controller's bookkeeping over the store --------------------------------------------
+
+SPEC = """
+entities:
+  - name: customer
+    features: [{name: a}, {name: b}]
+models:
+  - name: churn
+    entity_type: customer
+    task: binary_classification
+    features: [a, b]
+"""
+
+
+def controller(tmp_path, keep: int) -> Controller:
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    spec = load_spec(tmp_path / "spec.yaml")
+    # Runner and live gate are not reached by queueing and listing runs.
+    return Controller(spec=spec, dataset=Dataset(tmp_path, spec.models),
+                      registry=ModelRegistry(tmp_path / "registry"), runner=None,
+                      live_gate=None, store=RunStore(tmp_path / "runs", keep=keep))
+
+
+def test_the_controller_lists_past_runs_and_forgets_the_ones_retention_drops(tmp_path):
+    first = controller(tmp_path, keep=2)
+    queued = [first.trigger("churn", f"run {i}") for i in range(2)]
+    queued[0].state = SUCCEEDED
+    first._store.save(queued[0])
+    newest = first.trigger("churn", "run 2")
+    # The finished one made room; the queued one stays although it is older than the newest.
+    assert [r.run_id for r in first.recent()] == [newest.run_id, queued[1].run_id]
+
+    again = controller(tmp_path, keep=2)
+    assert again.restore() == 2
+    assert [r.run_id for r in again.recent("churn", limit=1)] == [newest.run_id]
+    assert {r.state for r in again.recent()} == {INTERRUPTED}
+    assert again.recent("other") == []
+    assert not again.busy("churn")  # an interrupted run holds no automatic trigger back
+
+
+def test_a_run_that_cannot_be_recorded_is_refused(tmp_path):
+    refusing = controller(tmp_path, keep=2)
+    (tmp_path / "runs").write_text("a file where the folder should be")
+    with pytest.raises(Unavailable, match="training run store"):
+        refusing.trigger("churn", "manual")
+    assert refusing.recent() == []
