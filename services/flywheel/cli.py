@@ -20,6 +20,7 @@ COMMAND_MODULES: list[str] = [
     "infra",
     "mesh",
     "models",
+    "runs",
     "demo",
     "bench",
 ]

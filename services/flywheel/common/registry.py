@@ -164,6 +164,20 @@ class ModelRegistry:
                 raise
         return meta
 
+    def remove_staging_leftovers(self) -> int:
+        """Removes the `.staging-*` folders of registrations cut short (a process killed in
+        the middle): such a version never got its number, so nothing refers to it. Returns
+        how many were removed."""
+        removed = 0
+        for name in self.model_names():
+            if "@" in name:  # not a model folder: register refuses such names
+                continue
+            with self._lock(name):
+                for staging in (self.root / name).glob(".staging-*"):
+                    shutil.rmtree(staging, ignore_errors=True)
+                    removed += 1
+        return removed
+
     def read_file(self, name: str, version: int, relative: str) -> bytes:
         """One file of a version's folder (NOT_FOUND when it has none by that name)."""
         path = self.version_dir(name, version) / _check_relative(relative)

@@ -1,5 +1,6 @@
 """Composition root of the training service: the labeled-examples consumer, the dataset,
-the registry and the announcements, the controller and the gRPC server."""
+the registry and the announcements, the controller with its run store, and the gRPC
+server."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from flywheel.training.controller import Controller
 from flywheel.training.dataset import Dataset, LabeledRow
 from flywheel.training.live_gate import LiveGate
 from flywheel.training.promotions import Promotions
+from flywheel.training.run_store import RunStore
 from flywheel.training.runner import Runner
 from flywheel.training.servicer import TrainingServicer
 from flywheel.training.settings import TrainingSettings
@@ -48,6 +50,7 @@ class TrainingApp:
         self.topics = Topics(common.namespace)
         self.registry = ModelRegistry(common.registry_uri)
         self.dataset = Dataset(settings.data_dir, self.spec.models)
+        self.run_store = RunStore(settings.data_dir / "runs", settings.runs_kept, self.registry)
         self.port = 0
         self._producer: Producer | None = None
         self._consumer: ConsumerWorker | None = None
@@ -69,6 +72,9 @@ class TrainingApp:
                                 common.kafka_timeout_s * 3)
         loaded = await asyncio.to_thread(self.dataset.load)
         log.info("loaded %d labeled examples from segments", loaded)
+        removed = await asyncio.to_thread(self.registry.remove_staging_leftovers)
+        if removed:
+            log.warning("removed %d unfinished registrations from the registry", removed)
         self._producer = Producer(common.kafka_bootstrap, client_id="training",
                                   delivery_timeout_s=common.kafka_timeout_s * 3)
         self.promotions = Promotions(self.registry, self._publish)
@@ -76,9 +82,13 @@ class TrainingApp:
         live_gate.resume()
         runner = Runner(spec=self.spec, dataset=self.dataset, registry=self.registry,
                         promotions=self.promotions, trainers=self.trainers,
-                        promote_to=settings.promote_to, onnx_threads=settings.onnx_threads)
+                        promote_to=settings.promote_to, onnx_threads=settings.onnx_threads,
+                        progress=self.run_store.checkpoint)
         self.controller = Controller(spec=self.spec, dataset=self.dataset,
-                                     registry=self.registry, runner=runner, live_gate=live_gate)
+                                     registry=self.registry, runner=runner, live_gate=live_gate,
+                                     store=self.run_store)
+        restored = await asyncio.to_thread(self.controller.restore)
+        log.info("loaded %d past training runs", restored)
         self._consumer = ConsumerWorker(
             bootstrap=common.kafka_bootstrap, group_id=common.group_id("flywheel.training"),
             topics=[self.topics.labeled], handler=self._on_labeled,

@@ -11,13 +11,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-from flywheel.common.errors import NotFound
+from flywheel.common.errors import NotFound, Unavailable
 from flywheel.common.registry import CHAMPION, ModelRegistry
 from flywheel.common.spec import FlywheelSpec, ModelSpec
 from flywheel.training.dataset import CHAMPION as ROLE_CHAMPION
 from flywheel.training.dataset import Dataset
 from flywheel.training.live_gate import LiveGate
 from flywheel.training.live_metric import error_metric_name, live_value
+from flywheel.training.run_store import RunStore
 from flywheel.training.runner import FAILED, QUEUED, RUNNING, SUCCEEDED, Runner, TrainingRun
 from flywheel.training.triggers import Observations, fire, max_psi
 
@@ -27,14 +28,17 @@ log = logging.getLogger("flywheel.training.controller")
 class Controller:
     def __init__(self, *, spec: FlywheelSpec, dataset: Dataset, registry: ModelRegistry,
                  runner: Runner, live_gate: LiveGate,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 store: RunStore | None = None) -> None:
         self._spec = spec
         self._dataset = dataset
         self._registry = registry
         self._runner = runner
         self.live_gate = live_gate
         self._clock = clock
+        # Every known run, oldest first; with a store, past ones too (see restore()).
         self.runs: dict[str, TrainingRun] = {}
+        self._store = store
         self._queue: asyncio.Queue[TrainingRun] = asyncio.Queue()
         self._last_start: dict[str, float] = {}
         self._labels_at_last_run = {m.name: dataset.total(m.name) for m in spec.models}
@@ -43,9 +47,17 @@ class Controller:
 
     # -- runs --------------------------------------------------------------------------------
 
+    def restore(self) -> int:
+        """Loads the runs of earlier lifetimes from the store (blocking: call it from a
+        worker thread, before work() starts); returns how many."""
+        if self._store is not None:
+            self.runs = {run.run_id: run for run in self._store.load()} | self.runs
+        return len(self.runs)
+
     def trigger(self, model_name: str, reason: str) -> TrainingRun:
         self._spec.model(model_name)  # NOT_FOUND for a model the spec does not declare
         run = TrainingRun(model_name, reason or "manual")
+        self._record_queued(run)
         self.runs[run.run_id] = run
         self._queue.put_nowait(run)
         log.info("training run %s queued: %s", run.run_id, run.trigger_reason)
@@ -56,6 +68,23 @@ class Controller:
         if run is None:
             raise NotFound(f"no training run {run_id!r}", field="run_id")
         return run
+
+    def recent(self, model_name: str = "", limit: int = 0) -> list[TrainingRun]:
+        """Runs, most recent first; of one model when named; at most `limit` (0: all)."""
+        runs = [r for r in reversed(self.runs.values())
+                if not model_name or r.model_name == model_name]
+        return runs[:limit] if limit else runs
+
+    def _record_queued(self, run: TrainingRun) -> None:
+        if self._store is None:
+            return
+        try:
+            dropped = self._store.save(run)
+        except OSError as error:
+            raise Unavailable(f"the training run store ({self._store.folder}) cannot be "
+                              f"written: {error.strerror or error}") from None
+        for run_id in dropped:  # retention: the oldest finished runs go
+            self.runs.pop(run_id, None)
 
     def busy(self, model_name: str) -> bool:
         return any(r.model_name == model_name and r.state in (QUEUED, RUNNING)
@@ -70,6 +99,8 @@ class Controller:
             await asyncio.to_thread(self._runner.run, run)
             if run.state not in (SUCCEEDED, FAILED):
                 run.state = FAILED
+            if self._store is not None:
+                await asyncio.to_thread(self._store.checkpoint, run)
 
     # -- automatic decisions -----------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -130,7 +130,8 @@ class _Trained:
 class Runner:
     def __init__(self, *, spec: FlywheelSpec, dataset: Dataset, registry: ModelRegistry,
                  promotions: Promotions, trainers: Mapping[str, Trainer],
-                 promote_to: str = CHAMPION, onnx_threads: int = 1) -> None:
+                 promote_to: str = CHAMPION, onnx_threads: int = 1,
+                 progress: Callable[[TrainingRun], None] | None = None) -> None:
         self._spec = spec
         self._dataset = dataset
         self._registry = registry
@@ -138,6 +139,9 @@ class Runner:
         self._trainers = trainers
         self._promote_to = promote_to
         self._threads = onnx_threads
+        # Told when a run starts, after each stage and at its end (the run store records it);
+        # never raises.
+        self._progress = progress or (lambda run: None)
 
     @contextmanager
     def _stage(self, run: TrainingRun, name: str) -> Iterator[None]:
@@ -147,9 +151,11 @@ class Runner:
         finally:
             run.stage_seconds[name] = run.stage_seconds.get(name, 0.0) + (
                 time.perf_counter() - start)
+            self._progress(run)
 
     def run(self, run: TrainingRun) -> TrainingRun:
         run.state, run.started_at = RUNNING, time.time()
+        self._progress(run)
         try:
             self._run(run, self._spec.model(run.model_name))
             run.state = SUCCEEDED
@@ -158,6 +164,7 @@ class Runner:
             log.warning("training run %s failed: %s", run.run_id, run.error,
                         exc_info=not isinstance(error, FailedPrecondition))
         run.finished_at = time.time()
+        self._progress(run)
         return run
 
     def _run(self, run: TrainingRun, spec: ModelSpec) -> None:

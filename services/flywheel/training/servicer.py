@@ -11,7 +11,14 @@ from flywheel.common.registry import CHAMPION, ModelRegistry
 from flywheel.common.spec import FlywheelSpec
 from flywheel.training.controller import Controller
 from flywheel.training.promotions import Promotions
-from flywheel.training.runner import FAILED, QUEUED, RUNNING, SUCCEEDED, TrainingRun
+from flywheel.training.runner import (
+    FAILED,
+    INTERRUPTED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    TrainingRun,
+)
 from flywheel.v1 import training_pb2, training_pb2_grpc
 
 _STATES = {
@@ -19,6 +26,7 @@ _STATES = {
     RUNNING: training_pb2.TRAINING_RUN_STATE_RUNNING,
     SUCCEEDED: training_pb2.TRAINING_RUN_STATE_SUCCEEDED,
     FAILED: training_pb2.TRAINING_RUN_STATE_FAILED,
+    INTERRUPTED: training_pb2.TRAINING_RUN_STATE_INTERRUPTED,
 }
 
 
@@ -37,6 +45,11 @@ def run_to_proto(run: TrainingRun) -> training_pb2.TrainingRun:
         promoted=run.promoted, lineage=run.lineage(), error=run.error,
         stage_seconds=run.stage_seconds,
         started_at=_timestamp(run.started_at), finished_at=_timestamp(run.finished_at),
+        mode=run.mode, trainer=run.trainer,
+        candidates=[training_pb2.CandidateResult(
+            mode=c.mode, metric=c.metric, score=c.score, passed=c.passed,
+            decision=c.decision, version=c.version,
+        ) for c in run.candidates],
     )
     if run.gate is not None:
         gate = run.gate
@@ -76,6 +89,14 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         return training_pb2.GetTrainingRunResponse(
             run=run_to_proto(self._controller.get(request.run_id))
         )
+
+    async def ListTrainingRuns(self, request, context):
+        if request.limit < 0:
+            raise InvalidArgument("limit must be 0 (all) or positive", field="limit")
+        runs = self._controller.recent(request.model_name, request.limit)
+        if request.model_name and not runs:
+            self._known(request.model_name)  # NOT_FOUND for a name nothing knows
+        return training_pb2.ListTrainingRunsResponse(runs=[run_to_proto(r) for r in runs])
 
     async def ListModelVersions(self, request, context):
         name = self._known(request.model_name)

@@ -19,7 +19,13 @@ class TrainingSettings(ServiceSettings):
     data_dir: Path = Field(
         Path(".flywheel/training"),
         description="Where labeled examples are kept as Parquet segments (with their topic, "
-        "partition and offset), so any run can be reproduced.",
+        "partition and offset), so any run can be reproduced; and the record of every "
+        "training run (runs/).",
+    )
+    runs_kept: int = Field(
+        1000, gt=0,
+        description="How many training runs are kept on disk (data_dir/runs, one JSON file "
+        "each) and answered for after a restart; beyond it the oldest finished runs go.",
     )
     promote_to: Literal["champion", "shadow"] = Field(
         "champion",

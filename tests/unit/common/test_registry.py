@@ -66,3 +66,17 @@ def test_errors_name_what_is_wrong(tmp_path):
         registry.versions("../etc")
     with pytest.raises(InvalidArgument, match="feature names"):
         registry.register("churn", b"x", task=BINARY, entity_type="c", feature_names=[])
+
+
+def test_staging_leftovers_of_a_cut_registration_are_removed(tmp_path):
+    registry = ModelRegistry(tmp_path)
+    register(registry, b"one")
+    # What a process killed in the middle of register() leaves: a staging folder, unnumbered.
+    leftover = tmp_path / "churn" / ".staging-2-abc123"
+    leftover.mkdir()
+    (leftover / "model.onnx").write_bytes(b"half")
+    assert [v.version for v in registry.versions("churn")] == [1]  # never read as a version
+
+    assert registry.remove_staging_leftovers() == 1
+    assert not leftover.exists()
+    assert register(registry, b"two").version == 2
