@@ -179,8 +179,15 @@ class Runner:
             data = self._training_data(window, spec)
         champion = self._champion(spec, trainer)
         run.parent_version = champion.version if champion else 0
+        modes = self._modes(spec)
+        collapsed = ""
+        if len(modes) > 1 and (champion is None or champion.native is None):
+            # best_of with nothing to continue: its two candidates would be one.
+            modes = [SCRATCH]
+            collapsed = ("best_of trained scratch only: " + (
+                champion.why_not_native if champion else "no champion to continue"))
         trained = [self._train(run, spec, trainer, data, window, champion, mode)
-                   for mode in self._modes(spec)]
+                   for mode in modes]
         with self._stage(run, "evaluate"):
             newer = self._is_newer(window, champion)
             for candidate in trained:
@@ -196,8 +203,8 @@ class Runner:
         if chosen is None:
             raise FailedPrecondition("; ".join(f"{c.mode}: {c.refused}" for c in trained))
         run.gate = chosen.gate
-        run.training_mode, run.continued_from, run.mode_note = (
-            chosen.mode, chosen.continued_from, chosen.note)
+        run.training_mode = FINE_TUNE if chosen.continued_from else SCRATCH
+        run.continued_from, run.mode_note = chosen.continued_from, chosen.note or collapsed
         with self._stage(run, "register"):
             metrics = dict(chosen.metrics)
             if len(trained) > 1:  # best_of: both scores stay with the version

@@ -14,15 +14,17 @@ from flywheel.training.settings import TrainingSettings
 async def make_app(names, kafka_bootstrap, redis_url, tmp_path):
     started = []
 
-    async def make(triggers: str) -> TrainingApp:
+    async def make(triggers: str, *, spec_trainer: bool = False, **spec) -> TrainingApp:
+        """A training app over the test spec (see write_spec for `spec`); its trainer is the
+        switchable logistic one, or with `spec_trainer` the one the spec declares."""
         common = CommonSettings(
             namespace=names.namespace, kafka_bootstrap=kafka_bootstrap, redis_url=redis_url,
-            spec_path=write_spec(tmp_path / "spec.yaml", triggers),
+            spec_path=write_spec(tmp_path / "spec.yaml", triggers, **spec),
             registry_uri=str(tmp_path / "registry"), log_json=False,
         )
         settings = TrainingSettings(grpc_port=0, metrics_port=0, data_dir=tmp_path / "data",
                                     check_interval_s=0.2)
-        app = TrainingApp(common, settings, trainer=SwitchTrainer())
+        app = TrainingApp(common, settings, trainer=None if spec_trainer else SwitchTrainer())
         await app.start()
         started.append(app)
         return app

@@ -28,18 +28,25 @@ entities:
 models:
   - name: churn
     entity_type: customer
-    task: binary_classification
+    task: {task}
     features: [{names}]
     triggers: {triggers}
-    gate: {{metric: accuracy, min_improvement: 0.0, min_holdout: 100}}
-    training: {{window: 1000, holdout_fraction: 0.25, min_examples: 300}}
+    gate: {gate}
+    training: {training}
     live: {{min_labels: 200, rollback_margin: 0.05}}
 """
+GATE = "{metric: accuracy, min_improvement: 0.0, min_holdout: 100}"
+TRAINING = "{window: 1000, holdout_fraction: 0.25, min_examples: 300}"
 
 
-def write_spec(path: Path, triggers: str) -> Path:
-    path.write_text(SPEC.format(features=", ".join(f"{{name: {n}}}" for n in FEATURES),
-                                names=", ".join(FEATURES), triggers=triggers))
+def write_spec(path: Path, triggers: str, *, task: str = "binary_classification",
+               gate: str = GATE, training: str = TRAINING,
+               extra_features: tuple[str, ...] = (), model_features: tuple[str, ...] = FEATURES
+               ) -> Path:
+    """The test spec: 24 double features (plus `extra_features`, given as YAML mappings)."""
+    entity = [f"{{name: {n}}}" for n in FEATURES] + list(extra_features)
+    path.write_text(SPEC.format(features=", ".join(entity), names=", ".join(model_features),
+                                triggers=triggers, task=task, gate=gate, training=training))
     return path
 
 
@@ -59,17 +66,30 @@ class Concept:
                  role: int = common_pb2.MODEL_ROLE_CHAMPION) -> list:
         X, y = self.rows(n)
         right = self.rng.random(n) < accuracy
-        out = []
-        for i in range(n):
-            predicted = int(y[i]) if right[i] else 1 - int(y[i])
-            out.append(events_pb2.LabeledExample(
-                prediction_id=f"{prefix}{i}", model_name="churn", model_version=version,
-                role=role, entity_type="customer", feature_names=FEATURES,
-                features=X[i].tolist(), label=common_pb2.Label(class_label=int(y[i])),
-                prediction=common_pb2.ModelOutput(predicted_class=predicted),
-                task=common_pb2.MODEL_TASK_BINARY_CLASSIFICATION,
-            ))
-        return out
+        predicted = np.where(right, y, 1 - y)
+        return labeled(prefix, X, y, predicted, version=version, role=role)
+
+
+def labeled(prefix: str, X: np.ndarray, y: np.ndarray, predicted: np.ndarray, *, version: int,
+            role: int = common_pb2.MODEL_ROLE_CHAMPION, regression: bool = False,
+            names: tuple[str, ...] = FEATURES) -> list:
+    """Labeled examples as the feedback join writes them: features, label, prediction."""
+    out = []
+    for i in range(len(X)):
+        if regression:
+            label = common_pb2.Label(value=float(y[i]))
+            output = common_pb2.ModelOutput(predicted_value=float(predicted[i]))
+        else:
+            label = common_pb2.Label(class_label=int(y[i]))
+            output = common_pb2.ModelOutput(predicted_class=int(predicted[i]))
+        out.append(events_pb2.LabeledExample(
+            prediction_id=f"{prefix}{i}", model_name="churn", model_version=version,
+            role=role, entity_type="customer", feature_names=names,
+            features=[float(v) for v in X[i]], label=label, prediction=output,
+            task=(common_pb2.MODEL_TASK_REGRESSION if regression
+                  else common_pb2.MODEL_TASK_BINARY_CLASSIFICATION),
+        ))
+    return out
 
 
 class SwitchTrainer:
