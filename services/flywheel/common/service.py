@@ -42,7 +42,12 @@ def run_service(
     configure_logging(name, common.log_level, common.log_json)
 
     async def serve() -> None:
-        app = build(common, settings)
+        try:
+            app = build(common, settings)
+        except (ValueError, FileNotFoundError) as error:
+            # A spec that does not load (a bad trainer, parameter or metric): its message
+            # names the key; a traceback would only hide it.
+            raise SystemExit(f"{name}: cannot start: {error}") from None
         await run_until_signalled(app.start, app.stop)
 
     asyncio.run(serve())
