@@ -7,7 +7,6 @@ registry still has them.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -17,8 +16,6 @@ from flywheel.common.kafka.headers import standard_headers
 from flywheel.common.kafka.producer import Producer
 from flywheel.common.kafka.topics import Topics
 from flywheel.v1 import common_pb2, events_pb2
-
-log = logging.getLogger("flywheel.announce")
 
 
 def announcement(
@@ -84,10 +81,7 @@ class Announcer:
             publish(self._producer, self._topics, record, self._timeout_s)
         except FlywheelError as error:
             self._producer.raw.purge(in_queue=True, in_flight=False, blocking=False)
-            raise Unavailable(
-                f"Kafka at {self._bootstrap} did not acknowledge the announcement on "
-                f"{self._topics.model_versions.name}: {error.message}"
-            ) from None
+            raise Unavailable(f"{error.message} (broker {self._bootstrap})") from None
 
     def close(self) -> None:
         self._producer.raw.purge(in_queue=True, in_flight=False, blocking=False)
