@@ -1,8 +1,9 @@
 """Consuming `flywheel.model-loads.v1`: a version inference refused leaves the aliases.
 
 Each REFUSED report goes to `Promotions.refused` (status REFUSED with the reason; aliases
-naming the version back to the one serving before it, announced). Reports are idempotent to
-apply: a second refusal of the same version changes nothing. A report naming a version the
+naming the version back to the one serving before it, announced); LOADED reports change
+nothing (a version once refused stays refused). Reports are idempotent to apply: a second
+refusal of the same version changes nothing. A report naming a version the
 registry does not have is logged and skipped; a failed announcement (Kafka down) raises, and
 the consumer delivers the batch again.
 """
