@@ -1,17 +1,23 @@
 """``flywheel models list | register | promote | rollback``: the model registry.
 
-Every change is written to the registry (FLYWHEEL_REGISTRY_URI) and announced on
-flywheel.model-versions.v1 (FLYWHEEL_KAFKA_BOOTSTRAP, FLYWHEEL_NAMESPACE), which is how the
-inference replicas hear of it; ``--no-announce`` only writes the registry.
+An alias change (promote, rollback, register --promote/--shadow) goes to the training
+service's PromoteModelVersion / RollbackModel when ``flywheel up`` recorded a running mesh
+($FLYWHEEL_HOME/mesh.json), so the service stays the one writer of aliases. Without a mesh
+the command makes the same change itself, the same way (`flywheel.training.promotions`):
+announced on flywheel.model-versions.v1 (FLYWHEEL_KAFKA_BOOTSTRAP, FLYWHEEL_NAMESPACE) first,
+written to the registry (FLYWHEEL_REGISTRY_URI) only once Kafka acknowledged it. A change that
+cannot be announced changes nothing: one line naming Kafka, exit code 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
-from flywheel.commands import CommandError
+from flywheel.commands import CommandError, add_json_flag, reported
 
 TASKS = ("binary_classification", "multiclass_classification", "regression")
 
@@ -40,27 +46,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     reg.add_argument("--task", choices=TASKS, default="binary_classification")
     reg.add_argument("--promote", action="store_true", help="make it the champion at once")
     reg.add_argument("--shadow", action="store_true", help="score it in shadow of the champion")
-    _common_flags(reg)
+    reg.add_argument("--no-announce", action="store_true",
+                     help="write the registry only; publish nothing (not with --promote/--shadow)")
+    add_json_flag(reg)
     reg.set_defaults(handler=_register)
 
     promote = commands.add_parser("promote", help="point the champion (or shadow) at a version")
     promote.add_argument("name")
     promote.add_argument("version", type=int)
     promote.add_argument("--shadow", action="store_true", help="set the shadow alias instead")
-    _common_flags(promote)
+    promote.add_argument("--reason", default="", help="recorded with the announcement")
+    add_json_flag(promote)
     promote.set_defaults(handler=_promote)
 
     rollback = commands.add_parser("rollback", help="move the champion back to the one before")
     rollback.add_argument("name")
     rollback.add_argument("--reason", default="manual rollback")
-    _common_flags(rollback)
+    add_json_flag(rollback)
     rollback.set_defaults(handler=_rollback)
-
-
-def _common_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--no-announce", action="store_true",
-                        help="write the registry only; publish nothing to Kafka")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _settings():
@@ -81,32 +84,110 @@ def _flywheel_errors():
     return FlywheelError
 
 
-def _announce(settings, registry, name: str, version: int, change: str,
-              alias_changes: list[tuple[str, int, int]], reason: str) -> None:
-    from flywheel.common import announce
+class _ServiceAliases:
+    """Alias changes through the running training service (the mesh's one writer)."""
+
+    def __init__(self, address: str, deadline_s: float) -> None:
+        import grpc
+
+        from flywheel.v1 import training_pb2_grpc
+
+        self.address = address
+        self._deadline_s = deadline_s
+        self._channel = grpc.insecure_channel(address)
+        self._stub = training_pb2_grpc.TrainingServiceStub(self._channel)
+
+    def _call(self, method, request):
+        import grpc
+
+        try:
+            return method(request, timeout=self._deadline_s)
+        except grpc.RpcError as error:
+            raise CommandError(
+                f"training service at {self.address}: {error.code().name}: {error.details()}"
+            ) from None
+
+    def promote(self, name: str, version: int, alias: str, reason: str) -> int:
+        from flywheel.v1 import training_pb2
+
+        reply = self._call(self._stub.PromoteModelVersion, training_pb2.PromoteModelVersionRequest(
+            model_name=name, version=version, alias=alias, reason=reason))
+        return reply.previous_version
+
+    def rollback(self, name: str, reason: str) -> tuple[int, int]:
+        from flywheel.v1 import training_pb2
+
+        reply = self._call(self._stub.RollbackModel,
+                           training_pb2.RollbackModelRequest(model_name=name, reason=reason))
+        return reply.rolled_back_from, reply.rolled_back_to
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def _recorded_training_address() -> str | None:
+    from flywheel.mesh import state as mesh_state
+    from flywheel.mesh.settings import home_dir
+
+    try:
+        recorded = mesh_state.load(home_dir() / "mesh.json")
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    if recorded is None or "training" not in recorded.services:
+        return None
+    return recorded.address("training")
+
+
+@contextlib.contextmanager
+def _alias_writer(settings, registry) -> Iterator:
+    """The training service when a mesh is recorded, else `Promotions` in this process."""
+    address = _recorded_training_address()
+    if address is not None:
+        writer = _ServiceAliases(address, deadline_s=settings.kafka_timeout_s * 3 + 5)
+        try:
+            yield writer
+        finally:
+            writer.close()
+        return
+    with _local_promotions(settings, registry) as promotions:
+        yield promotions
+
+
+@contextlib.contextmanager
+def _local_promotions(settings, registry) -> Iterator:
+    """`Promotions` in this process: the same transaction (announce, then write) under the
+    same registry lock as the training service's."""
+    from flywheel.common.announce import Announcer
+    from flywheel.common.errors import Unavailable
     from flywheel.common.kafka.admin import ensure_topics
-    from flywheel.common.kafka.producer import Producer
     from flywheel.common.kafka.topics import Topics
-    from flywheel.v1 import events_pb2
+    from flywheel.training.promotions import Promotions
 
     topics = Topics(settings.namespace)
-    record = announce.announcement(
-        registry, name, version, events_pb2.ModelVersionChange.Value(change), alias_changes, reason
-    )
-    ensure_topics(settings.kafka_bootstrap, [topics.model_versions], settings.kafka_timeout_s)
-    producer = Producer(settings.kafka_bootstrap, client_id="flywheel-cli",
-                        delivery_timeout_s=settings.kafka_timeout_s)
     try:
-        announce.publish(producer, topics, record, settings.kafka_timeout_s)
+        ensure_topics(settings.kafka_bootstrap, [topics.model_versions], settings.kafka_timeout_s)
+    except Unavailable as error:
+        raise Unavailable(f"{error.message}; nothing changed") from None
+    announcer = Announcer(settings.kafka_bootstrap, topics, settings.kafka_timeout_s,
+                          client_id="flywheel-cli")
+    try:
+        yield Promotions(registry, announcer)
     finally:
-        producer.close(settings.kafka_timeout_s)
+        announcer.close()
 
 
 def _version_json(meta) -> dict:
+    from flywheel.v1 import common_pb2
+
     return {
         "name": meta.model_name,
         "version": meta.version,
         "aliases": list(meta.aliases),
+        # Versions stored before statuses existed have none: they count as ready.
+        "status": common_pb2.ModelVersionStatus.Name(
+            meta.status or common_pb2.MODEL_VERSION_STATUS_READY
+        ).removeprefix("MODEL_VERSION_STATUS_").lower(),
+        "status_reason": meta.status_reason,
         "sha256": meta.sha256,
         "task": meta.task,
         "entity_type": meta.entity_type,
@@ -122,21 +203,27 @@ def _print(args: argparse.Namespace, payload: dict, line: str) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
+    """One row per version: what serves it (champion, shadow), its status; a refused
+    version's reason on the line below it."""
     registry = _registry(_settings())
     names = [args.name] if args.name else registry.model_names()
-    models = {name: [_version_json(m) for m in registry.versions(name)] for name in names}
+    with reported(_flywheel_errors()):
+        models = {name: [_version_json(m) for m in registry.versions(name)] for name in names}
     if args.json:
         print(json.dumps({"models": models}))
         return 0
     if not any(models.values()):
         print(f"no models in {registry.root}")
         return 0
-    print(f"{'model':<16} {'version':>7}  {'aliases':<18} {'sha256':<14} features")
+    print(f"{'model':<16} {'version':>7}  {'serving as':<18} {'status':<9} {'sha256':<14} "
+          "features")
     for name, versions in models.items():
         for v in versions:
             features = ",".join(v["features"])
             print(f"{name:<16} {v['version']:>7}  {','.join(v['aliases']) or '-':<18} "
-                  f"{v['sha256'][:12]:<14} {features[:60]}")
+                  f"{v['status']:<9} {v['sha256'][:12]:<14} {features[:60]}")
+            if v["status"] == "refused":
+                print(f"{'':<26}refused by inference: {v['status_reason']}")
     return 0
 
 
@@ -174,26 +261,24 @@ def _register(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.artifact} is not a file")
     if args.promote and args.shadow:
         raise CommandError("choose --promote or --shadow, not both")
+    if args.no_announce and (args.promote or args.shadow):
+        raise CommandError("an alias change is always announced: drop --no-announce")
     outputs = _check_artifact(args.artifact, len(features))
     settings = _settings()
     registry = _registry(settings)
-    try:
+    with reported(_flywheel_errors()):
         meta = registry.register(
             args.name, args.artifact,
             task=common_pb2.ModelTask.Value(f"MODEL_TASK_{args.task.upper()}"),
             entity_type=args.entity_type, feature_names=features, output_names=outputs,
         )
-        changes: list[tuple[str, int, int]] = []
-        change = "MODEL_VERSION_CHANGE_REGISTERED"
         if args.promote or args.shadow:
-            changes = registry.promote(args.name, meta.version, CHAMPION if args.promote else SHADOW)
-            change = "MODEL_VERSION_CHANGE_PROMOTED" if args.promote else \
-                "MODEL_VERSION_CHANGE_SHADOWED"
-        if not args.no_announce:
-            _announce(settings, registry, args.name, meta.version, change, changes,
-                      "registered from the command line")
-    except _flywheel_errors() as error:
-        raise CommandError(error.message) from None
+            with _alias_writer(settings, registry) as writer:
+                writer.promote(args.name, meta.version, CHAMPION if args.promote else SHADOW,
+                               "registered from the command line")
+        elif not args.no_announce:
+            with _local_promotions(settings, registry) as promotions:
+                promotions.registered(args.name, meta.version, "registered from the command line")
     meta = registry.get(args.name, meta.version)
     _print(args, _version_json(meta),
            f"registered {args.name} v{meta.version} (sha256 {meta.sha256[:12]}, "
@@ -207,33 +292,20 @@ def _promote(args: argparse.Namespace) -> int:
     settings = _settings()
     registry = _registry(settings)
     alias = SHADOW if args.shadow else CHAMPION
-    try:
-        changes = registry.promote(args.name, args.version, alias)
-        if not args.no_announce:
-            change = "MODEL_VERSION_CHANGE_SHADOWED" if args.shadow else \
-                "MODEL_VERSION_CHANGE_PROMOTED"
-            _announce(settings, registry, args.name, args.version, change, changes,
-                      f"{alias} set from the command line")
-    except _flywheel_errors() as error:
-        raise CommandError(error.message) from None
+    with reported(_flywheel_errors()), _alias_writer(settings, registry) as writer:
+        previous = writer.promote(args.name, args.version, alias,
+                                  args.reason or f"{alias} set from the command line")
     _print(args, {"name": args.name, "version": args.version, "alias": alias,
-                  "aliases": registry.aliases(args.name)},
+                  "previous": previous, "aliases": registry.aliases(args.name)},
            f"{args.name}: {alias} -> v{args.version}")
     return 0
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from flywheel.common.registry import CHAMPION
-
     settings = _settings()
     registry = _registry(settings)
-    try:
-        current, target = registry.rollback(args.name)
-        if not args.no_announce:
-            _announce(settings, registry, args.name, target, "MODEL_VERSION_CHANGE_ROLLED_BACK",
-                      [(CHAMPION, target, current)], args.reason)
-    except _flywheel_errors() as error:
-        raise CommandError(error.message) from None
+    with reported(_flywheel_errors()), _alias_writer(settings, registry) as writer:
+        current, target = writer.rollback(args.name, args.reason)
     _print(args, {"name": args.name, "from": current, "to": target},
            f"{args.name}: champion rolled back v{current} -> v{target}")
     return 0

@@ -8,6 +8,14 @@
 
 Every write is a temporary file renamed into place, under a per-model lock file, so readers
 never see a torn file and two writers never take the same version number.
+
+Aliases change in one transaction (`change_aliases`): under the model's lock, the current
+state and the refused versions go to a plan (`flywheel.common.aliases`), the plan goes to a
+hook (the mesh announces it on Kafka there), and only once the hook returned is the new state
+written. A hook that raises leaves the registry as it was. The mesh changes aliases only
+through `flywheel.training.promotions.Promotions`, which always passes that hook; the plain
+`set_alias`, `promote`, `remove_alias` and `rollback` below write without announcing, for a
+registry nothing serves yet (seeding, tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -20,20 +28,26 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from google.protobuf import json_format
 
-from flywheel.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from flywheel.common import aliases as alias_plans
+from flywheel.common.aliases import CHAMPION, SHADOW, AliasPlan, AliasState, Refused
+from flywheel.common.errors import InvalidArgument, NotFound
 from flywheel.common.files import atomic_write
 from flywheel.v1 import common_pb2
 
 ARTIFACT = "model.onnx"
 METADATA = "metadata.json"
 ALIASES = "aliases.json"
-CHAMPION = "champion"
-SHADOW = "shadow"
+REFUSED = common_pb2.MODEL_VERSION_STATUS_REFUSED
+
+__all__ = ["CHAMPION", "SHADOW", "ModelRegistry", "Planner", "sha256_file"]
+
+# (current state, refused version -> reason) -> the plan to apply.
+Planner = Callable[[AliasState, Refused], AliasPlan]
 
 
 def sha256_file(path: Path) -> str:
@@ -86,7 +100,17 @@ class ModelRegistry:
         return self._load(name, version, self.aliases(name))
 
     def aliases(self, name: str) -> dict[str, int]:
-        return {k: int(v) for k, v in self._alias_state(name)["aliases"].items()}
+        return dict(self.alias_state(name).aliases)
+
+    def alias_state(self, name: str) -> AliasState:
+        path = self.root / _check_name(name) / ALIASES
+        if not path.exists():
+            return AliasState()
+        return AliasState.from_json(json.loads(path.read_text()))
+
+    def refused(self, name: str) -> dict[int, str]:
+        """The versions inference refused, with the reason each was given."""
+        return {v.version: v.status_reason for v in self.versions(name) if v.status == REFUSED}
 
     def resolve(self, name: str, alias: str = CHAMPION) -> common_pb2.ModelVersion:
         version = self.aliases(name).get(alias)
@@ -101,7 +125,7 @@ class ModelRegistry:
         return self.root / _check_name(name) / str(version)
 
     def champion_history(self, name: str) -> list[int]:
-        return [int(v) for v in self._alias_state(name)["champion_history"]]
+        return list(self.alias_state(name).champion_history)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -202,49 +226,45 @@ class ModelRegistry:
             atomic_write(self.root / name / str(version) / METADATA,
                          json_format.MessageToJson(meta).encode())
 
+    def change_aliases(self, name: str, planner: Planner,
+                       before_write: Callable[[AliasPlan], None] | None = None) -> AliasPlan:
+        """The alias transaction: plan from the current state, `before_write(plan)` (the
+        announcement), then write. Nothing is written when the planner or the hook raises."""
+        with self._lock(name):
+            plan = planner(self.alias_state(name), self.refused(name))
+            for _, version, _ in plan.changes:
+                if version:
+                    self.get(name, version)
+            if before_write is not None:
+                before_write(plan)
+            if plan.changed:
+                atomic_write(self.root / name / ALIASES,
+                             json.dumps(plan.after.to_json(), indent=1).encode())
+        return plan
+
     def set_alias(self, name: str, alias: str, version: int) -> int:
         """Points `alias` at `version`; returns the version it pointed at before (0: none)."""
-        self.get(name, version)
-        with self._lock(name):
-            state = self._alias_state(name)
-            previous = int(state["aliases"].get(alias, 0))
-            state["aliases"][alias] = version
-            if alias == CHAMPION and previous != version:
-                state["champion_history"].append(version)
-            self._write_alias_state(name, state)
-        return previous
+        return self.change_aliases(
+            name, lambda state, refused: alias_plans.promote(name, state, version, alias, refused)
+        ).previous(alias)
 
     def promote(self, name: str, version: int, alias: str = CHAMPION) -> list[tuple[str, int, int]]:
         """Points `alias` (champion or shadow) at `version`; a version that becomes champion
         stops being the shadow. Returns the (alias, version, previous) changes made."""
-        previous = self.set_alias(name, alias, version)
-        changes = [(alias, version, previous)] if previous != version else []
-        if alias == CHAMPION and self.aliases(name).get(SHADOW) == version:
-            changes.append((SHADOW, 0, self.remove_alias(name, SHADOW)))
-        return changes
+        self.get(name, version)
+        return list(self.change_aliases(
+            name, lambda state, refused: alias_plans.promote(name, state, version, alias, refused)
+        ).changes)
 
     def remove_alias(self, name: str, alias: str) -> int:
-        with self._lock(name):
-            state = self._alias_state(name)
-            previous = int(state["aliases"].pop(alias, 0))
-            self._write_alias_state(name, state)
-        return previous
+        return self.change_aliases(
+            name, lambda state, _: alias_plans.retire(state, alias)).previous(alias)
 
     def rollback(self, name: str) -> tuple[int, int]:
         """Moves the champion back to the one before it; returns (from, to)."""
-        with self._lock(name):
-            state = self._alias_state(name)
-            history = [int(v) for v in state["champion_history"]]
-            current = int(state["aliases"].get(CHAMPION, 0))
-            if len(history) < 2 or current == 0:
-                raise FailedPrecondition(f"model {name!r} has no earlier champion to roll back to")
-            history.pop()
-            target = history[-1]
-            state["aliases"][CHAMPION] = target
-            state["champion_history"] = history
-            state.setdefault("rolled_back", []).append(current)
-            self._write_alias_state(name, state)
-        return current, target
+        plan = self.change_aliases(
+            name, lambda state, refused: alias_plans.rollback(name, state, refused))
+        return plan.before.champion, plan.after.champion
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -253,15 +273,6 @@ class ModelRegistry:
         meta = json_format.Parse(raw, common_pb2.ModelVersion())
         meta.aliases[:] = sorted(a for a, v in aliases.items() if v == version)
         return meta
-
-    def _alias_state(self, name: str) -> dict:
-        path = self.root / _check_name(name) / ALIASES
-        if not path.exists():
-            return {"aliases": {}, "champion_history": []}
-        return json.loads(path.read_text())
-
-    def _write_alias_state(self, name: str, state: dict) -> None:
-        atomic_write(self.root / name / ALIASES, json.dumps(state, indent=1).encode())
 
     @contextlib.contextmanager
     def _lock(self, name: str) -> Iterator[None]:

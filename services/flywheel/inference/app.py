@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +27,7 @@ from flywheel.common.settings import CommonSettings
 from flywheel.inference import oip_servicer, prediction_servicer
 from flywheel.inference.batcher import BATCH_SIZE, Batcher
 from flywheel.inference.feature_client import FeatureStoreClient
+from flywheel.inference.load_reports import LoadReporter, reporting
 from flywheel.inference.loader import LoadedModel, Loader, session_factory
 from flywheel.inference.model_feed import ModelFeedHandler
 from flywheel.inference.model_store import ModelStore
@@ -56,7 +59,13 @@ class InferenceApp:
             max_artifact_bytes=settings.max_artifact_bytes,
             warmup_rows=settings.warmup_rows,
         )
-        self.store = ModelStore(self.registry, self._load, self._make_batcher)
+        # Every load attempt is reported on the model-loads topic (once the producer exists).
+        self.load_reporter: LoadReporter | None = None
+        self.store = ModelStore(
+            self.registry,
+            reporting(self._load, self._report_load, f"{socket.gethostname()}:{os.getpid()}"),
+            self._make_batcher,
+        )
         self.readiness: Readiness | None = None
         self.server: GrpcServer | None = None
 
@@ -64,6 +73,10 @@ class InferenceApp:
         return await asyncio.wait_for(
             asyncio.to_thread(self.loader.load, meta), self.settings.load_timeout_s
         )
+
+    async def _report_load(self, record) -> None:
+        if self.load_reporter is not None:
+            await self.load_reporter(record)
 
     def _make_batcher(self, model: LoadedModel) -> Batcher:
         return Batcher(
@@ -94,7 +107,8 @@ class InferenceApp:
         await asyncio.to_thread(
             ensure_topics,
             common.kafka_bootstrap,
-            [self.topics.predictions, self.topics.model_versions, self.topics.model_versions.dlq],
+            [self.topics.predictions, self.topics.model_versions, self.topics.model_versions.dlq,
+             self.topics.model_loads],
         )
         self.producer = Producer(
             common.kafka_bootstrap,
@@ -107,6 +121,8 @@ class InferenceApp:
             # sends poll for their own.
             poll_in_background=False,
         )
+        self.load_reporter = LoadReporter(self.producer, self.topics.model_loads,
+                                          common.kafka_timeout_s)
         predictions = self.topics.predictions
         producer = self.producer
         prediction_log = PredictionLog(

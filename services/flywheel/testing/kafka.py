@@ -48,3 +48,29 @@ def _has_leaders(topic, partitions: int) -> bool:
     if topic is None or topic.error is not None or len(topic.partitions) != partitions:
         return False
     return all(p.leader >= 0 for p in topic.partitions.values())
+
+
+def read_topic(bootstrap: str, topic, timeout: float = 30.0) -> list:
+    """Every committed record of ``topic`` (a ``flywheel.common.kafka.topics.Topic``), decoded,
+    from offset 0 up to each partition's end as it is now; partition order."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-topic-reader",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    try:
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic.name, p), timeout=timeout)[1]
+                for p in range(topic.partitions)}
+        consumer.assign([TopicPartition(topic.name, p, 0) for p, end in ends.items() if end])
+        reached = dict.fromkeys(ends, 0)
+        records: dict[int, list] = {p: [] for p in ends}
+        deadline = time.monotonic() + timeout
+        while any(reached[p] < end for p, end in ends.items()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"read {reached} of {ends} of {topic.name} in {timeout}s")
+            for message in consumer.consume(500, 0.2):
+                if message.error() is None and message.offset() < ends[message.partition()]:
+                    records[message.partition()].append(topic.decode(message.value()))
+                    reached[message.partition()] = message.offset() + 1
+    finally:
+        consumer.close()
+    return [record for p in sorted(records) for record in records[p]]

@@ -1,6 +1,6 @@
 """Composition root of the training service: the labeled-examples consumer, the dataset,
-the registry and the announcements, the controller with its run store, and the gRPC
-server."""
+the registry and the announcements, the model-load reports consumer, the controller with its
+run store, and the gRPC server."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 
-from flywheel.common import announce
+from flywheel.common.announce import Announcer
 from flywheel.common.grpc.readiness import Readiness
 from flywheel.common.grpc.server import GrpcServer
 from flywheel.common.kafka.admin import ensure_topics
@@ -23,6 +23,7 @@ from flywheel.common.spec import load_spec
 from flywheel.training.controller import Controller
 from flywheel.training.dataset import Dataset, LabeledRow
 from flywheel.training.live_gate import LiveGate
+from flywheel.training.load_reports import LoadReportHandler
 from flywheel.training.promotions import Promotions
 from flywheel.training.run_store import RunStore
 from flywheel.training.runner import Runner
@@ -53,14 +54,13 @@ class TrainingApp:
         self.run_store = RunStore(settings.data_dir / "runs", settings.runs_kept, self.registry)
         self.port = 0
         self._producer: Producer | None = None
+        self._announcer: Announcer | None = None
         self._consumer: ConsumerWorker | None = None
+        self._loads_consumer: ConsumerWorker | None = None
         self._tasks: list[asyncio.Task] = []
         self.server: GrpcServer | None = None
         self.controller: Controller | None = None
         self.promotions: Promotions | None = None
-
-    def _publish(self, record) -> None:
-        announce.publish(self._producer, self.topics, record, self.common.kafka_timeout_s)
 
     def _on_labeled(self, records: list[Record]) -> None:
         self.dataset.append([LabeledRow(r.topic, r.partition, r.offset, r.timestamp_ms, r.value)
@@ -77,7 +77,9 @@ class TrainingApp:
             log.warning("removed %d unfinished registrations from the registry", removed)
         self._producer = Producer(common.kafka_bootstrap, client_id="training",
                                   delivery_timeout_s=common.kafka_timeout_s * 3)
-        self.promotions = Promotions(self.registry, self._publish)
+        self._announcer = Announcer(common.kafka_bootstrap, self.topics, common.kafka_timeout_s,
+                                    client_id="training-announcer")
+        self.promotions = Promotions(self.registry, self._announcer)
         live_gate = LiveGate(self.spec, self.dataset, self.registry, self.promotions)
         live_gate.resume()
         runner = Runner(spec=self.spec, dataset=self.dataset, registry=self.registry,
@@ -95,8 +97,15 @@ class TrainingApp:
             dlq_producer=self._producer, max_batch=settings.consumer_max_batch,
             poll_timeout_s=0.5, name="training-labeled",
         )
+        self._loads_consumer = ConsumerWorker(
+            bootstrap=common.kafka_bootstrap,
+            group_id=common.group_id("flywheel.training.model-loads"),
+            topics=[self.topics.model_loads], handler=LoadReportHandler(self.promotions),
+            dlq_producer=self._producer, poll_timeout_s=0.5, name="training-model-loads",
+        )
         readiness = Readiness([SERVICE_NAME])
         readiness.add_check("labeled_consumer", lambda: self._consumer.healthy)
+        readiness.add_check("model_loads_consumer", lambda: self._loads_consumer.healthy)
         self.server = GrpcServer(settings, readiness)
         self.server.add_service(
             training_pb2_grpc.add_TrainingServiceServicer_to_server,
@@ -104,7 +113,10 @@ class TrainingApp:
             SERVICE_NAME,
         )
         self._consumer.start()
+        self._loads_consumer.start()
         self._tasks = [
+            asyncio.create_task(self._settle_announcements(settings.check_interval_s),
+                                name="training-announcements"),
             asyncio.create_task(self.controller.work(), name="training-runs"),
             asyncio.create_task(self.controller.watch(settings.check_interval_s),
                                 name="training-triggers"),
@@ -113,6 +125,16 @@ class TrainingApp:
         self.port = await self.server.start()
         log.info("training service started", extra={"port": self.port})
 
+    async def _settle_announcements(self, interval_s: float) -> None:
+        """Re-announces the aliases of models whose last announcement was not acknowledged."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if self.promotions.unsettled:
+                try:
+                    await asyncio.to_thread(self.promotions.settle)
+                except Exception:  # tried again at the next interval
+                    log.exception("re-announcing unsettled models failed")
+
     async def stop(self) -> None:
         if self.server:
             await self.server.stop()
@@ -120,7 +142,10 @@ class TrainingApp:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._consumer:
-            await asyncio.to_thread(self._consumer.stop)
+        for consumer in (self._consumer, self._loads_consumer):
+            if consumer:
+                await asyncio.to_thread(consumer.stop)
+        if self._announcer:
+            await asyncio.to_thread(self._announcer.close)
         if self._producer:
             await asyncio.to_thread(self._producer.close, 5.0)

@@ -51,8 +51,8 @@ def publish_change(common: CommonSettings, registry: ModelRegistry, version: int
     producer = Producer(common.kafka_bootstrap, client_id="test-announcer")
     try:
         record = announce.announcement(
-            registry, "churn", version, events_pb2.ModelVersionChange.Value(change),
-            alias_changes, "test",
+            registry.get("churn", version), events_pb2.ModelVersionChange.Value(change),
+            alias_changes, registry.aliases("churn"), "test",
         )
         announce.publish(producer, topics, record, 10.0)
     finally:

@@ -115,6 +115,16 @@ class Topics:
         )
 
     @property
+    def model_loads(self) -> Topic[events_pb2.ModelLoadReported]:
+        """Every load an inference replica attempted and how it ended (loaded / refused)."""
+        return Topic(
+            self._name("flywheel.model-loads.v1"),
+            events_pb2.ModelLoadReported,
+            partitions=1,
+            config={"retention.ms": str(7 * DAY_MS)},
+        )
+
+    @property
     def late_feedback(self) -> Topic[events_pb2.FeedbackRecorded]:
         """Feedback that arrived past the allowed lateness: the join's late-data DLQ."""
         return Topic(
@@ -125,5 +135,6 @@ class Topics:
         )
 
     def all(self) -> list[Topic]:
-        main = [self.events, self.predictions, self.feedback, self.labeled, self.model_versions]
+        main = [self.events, self.predictions, self.feedback, self.labeled, self.model_versions,
+                self.model_loads]
         return [*main, *(topic.dlq for topic in main), self.late_feedback]
