@@ -1,8 +1,8 @@
 """``flywheel models list | register | promote | rollback``: the model registry.
 
-Every change is written to the registry (FLYWHEEL_REGISTRY_URI) and announced on
-flywheel.model-versions.v1 (FLYWHEEL_KAFKA_BOOTSTRAP, FLYWHEEL_NAMESPACE), which is how the
-inference replicas hear of it; ``--no-announce`` only writes the registry.
+Every change is written to the registry and announced on flywheel.model-versions.v1, which is
+how the inference replicas hear of it; ``--no-announce`` only writes the registry. The
+registry, broker and namespace are the running mesh's (``flywheel.commands.context``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ TASKS = ("binary_classification", "multiclass_classification", "regression")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from flywheel.commands.context import LOOKUP_HELP
+
     group = subparsers.add_parser(
         "models", help="list, register, promote or roll back model versions",
-        description="The model registry and its announcements to the inference service.",
+        description="The model registry and its announcements to the inference service. "
+        + LOOKUP_HELP,
     )
     group.set_defaults(parser=group)
     commands = group.add_subparsers(dest="models_command", metavar="<subcommand>")
@@ -63,10 +66,12 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _settings():
-    from flywheel.common.settings import CommonSettings
+def _settings(args: argparse.Namespace | None = None):
+    """The mesh's settings; Kafka is needed (and checked first) when the command announces."""
+    from flywheel.commands.context import mesh_context
 
-    return CommonSettings()
+    announces = args is not None and not args.no_announce
+    return mesh_context("registry", *(("kafka",) if announces else ())).common_settings()
 
 
 def _registry(settings):
@@ -175,7 +180,7 @@ def _register(args: argparse.Namespace) -> int:
     if args.promote and args.shadow:
         raise CommandError("choose --promote or --shadow, not both")
     outputs = _check_artifact(args.artifact, len(features))
-    settings = _settings()
+    settings = _settings(args)
     registry = _registry(settings)
     try:
         meta = registry.register(
@@ -204,7 +209,7 @@ def _register(args: argparse.Namespace) -> int:
 def _promote(args: argparse.Namespace) -> int:
     from flywheel.common.registry import CHAMPION, SHADOW
 
-    settings = _settings()
+    settings = _settings(args)
     registry = _registry(settings)
     alias = SHADOW if args.shadow else CHAMPION
     try:
@@ -225,7 +230,7 @@ def _promote(args: argparse.Namespace) -> int:
 def _rollback(args: argparse.Namespace) -> int:
     from flywheel.common.registry import CHAMPION
 
-    settings = _settings()
+    settings = _settings(args)
     registry = _registry(settings)
     try:
         current, target = registry.rollback(args.name)
