@@ -37,11 +37,15 @@ def _demo(args: argparse.Namespace) -> int:
     import asyncio
 
     from flywheel.commands.context import mesh_context
+    from flywheel.mesh.context import ALL_SERVICES
+
+    # First: with no mesh, one line at once, before the demo's heavy imports.
+    context = mesh_context("kafka", "registry", *ALL_SERVICES)
+
     from flywheel.demo.clients import MeshEndpoints
     from flywheel.demo.progress import ProgressLine
     from flywheel.demo.run import DemoError, DemoRun
     from flywheel.demo.scenario import ScenarioConfig
-    from flywheel.mesh.context import ALL_SERVICES
 
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
     try:
@@ -52,7 +56,6 @@ def _demo(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise CommandError(str(exc), exit_code=2) from None
-    context = mesh_context("kafka", "registry", *ALL_SERVICES)
     home = context.home
     endpoints = MeshEndpoints(
         grpc=dict(context.grpc), kafka_bootstrap=context.kafka_bootstrap,
