@@ -30,9 +30,10 @@ END = "<!-- config-reference:end -->"
 
 # Read by the command-line tools themselves rather than a service's settings class.
 PROCESS_VARIABLES = [
-    ("FLYWHEEL_HOME", "./.flywheel",
+    ("FLYWHEEL_HOME", "the nearest `.flywheel` holding a state, else `./.flywheel`",
      "Folder of everything local: mesh state and logs, the local Kafka and Redis, the "
-     "registry, feature snapshots, training data, demo output (flywheel up, infra, demo)."),
+     "registry, feature snapshots, training data, demo output. Every command finds the "
+     "running mesh through it (see \"Where commands find the mesh\")."),
     ("FLYWHEEL_KAFKA_JARS_DIR", "~/.cache/flywheel/kafka-<version>/lib",
      "Cache of the Kafka broker jars fetched by `flywheel infra fetch`."),
     ("FLYWHEEL_DEBUG", "unset", "Set to 1: the CLI shows tracebacks instead of one-line errors."),

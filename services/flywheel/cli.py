@@ -27,9 +27,12 @@ COMMAND_MODULES: list[str] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from flywheel.commands.context import LOOKUP_HELP
+
     parser = argparse.ArgumentParser(
         prog="flywheel",
         description="Flywheel Mesh: a data flywheel of five gRPC services over Kafka.",
+        epilog=LOOKUP_HELP,
     )
     subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for name in COMMAND_MODULES:

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 SPEC_PATH = Path("flywheel.yaml")
+#: Needs no broker and no Redis (`flywheel bench` resolves none).
+NEEDS: tuple[str, ...] = ()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 N_FEATURES = 32
+#: Needs no broker and no Redis (`flywheel bench` resolves none).
+NEEDS: tuple[str, ...] = ()
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 

@@ -4,15 +4,23 @@
 ``value``, ``baseline``, ``ratio``, ``ok``... or a ``results`` list of such) and, optionally,
 ``add_arguments(parser)`` for its own options. The dispatcher knows no target by name: the
 targets are the modules of the ``flywheel.bench`` package.
+
+A target finds the broker and Redis of the running mesh (``flywheel.commands.context``): the
+resolved addresses are exported as FLYWHEEL_* variables before it runs, the one place they
+are set, so its settings and the service processes it starts read the same ones. A target
+that needs neither says so with ``NEEDS = ()`` (the default is ``("kafka", "redis")``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 
 from flywheel.commands import CommandError
+
+DEFAULT_NEEDS = ("kafka", "redis")
 
 
 def targets() -> list[str]:
@@ -33,11 +41,14 @@ def targets() -> list[str]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from flywheel.commands.context import LOOKUP_HELP
+
     bench = subparsers.add_parser(
         "bench",
         help="run a benchmark: ours against its baseline, measured in the same run",
         description="Prints a table, or with --json one JSON object as the last line "
-        "(bench, metric, value, baseline, baseline_name, ratio, target, better, ok).",
+        "(bench, metric, value, baseline, baseline_name, ratio, target, better, ok). "
+        "Targets that need Kafka and Redis use the running mesh's. " + LOOKUP_HELP,
     )
     bench.add_argument("target", help="what to measure: a module of flywheel.bench "
                        "(an unknown name lists them)")
@@ -62,6 +73,11 @@ def _bench(args: argparse.Namespace) -> int:
         add_arguments(parser)
     options = parser.parse_args(args.options)
     options.target = args.target
+    needs = tuple(getattr(module, "NEEDS", DEFAULT_NEEDS))
+    if needs:
+        from flywheel.commands.context import mesh_context
+
+        os.environ.update(mesh_context(*needs).environ())
     result = module.run(options)
     from flywheel.bench.report import emit
 

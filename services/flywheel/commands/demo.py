@@ -11,13 +11,15 @@ from flywheel.commands import CommandError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from flywheel.commands.context import LOOKUP_HELP
+
     demo = subparsers.add_parser(
         "demo",
         help="run the drift scenario against the running mesh and report the flywheel at work",
         description="Streams synthetic customers through ingest, asks for predictions, sends "
         "the ground truth back late (some noisy, some never), drifts the hidden concept "
         "midway and reports how the mesh retrained, gated, promoted and recovered. Needs "
-        "`flywheel up` first. Writes a plot under $FLYWHEEL_HOME/demo/.",
+        "`flywheel up` first. Writes a plot under $FLYWHEEL_HOME/demo/. " + LOOKUP_HELP,
     )
     demo.add_argument("--duration", type=float, default=150.0, help="seconds of traffic (default 150)")
     demo.add_argument("--drift-at", type=float,
@@ -34,11 +36,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _demo(args: argparse.Namespace) -> int:
     import asyncio
 
+    from flywheel.commands.context import mesh_context
+    from flywheel.mesh.context import ALL_SERVICES
+
+    # First: with no mesh, one line at once, before the demo's heavy imports.
+    context = mesh_context("kafka", "registry", *ALL_SERVICES)
+
     from flywheel.demo.clients import MeshEndpoints
     from flywheel.demo.progress import ProgressLine
     from flywheel.demo.run import DemoError, DemoRun
     from flywheel.demo.scenario import ScenarioConfig
-    from flywheel.mesh.settings import home_dir
 
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
     try:
@@ -49,11 +56,12 @@ def _demo(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise CommandError(str(exc), exit_code=2) from None
-    home = home_dir()
-    try:
-        endpoints = MeshEndpoints.discover(home)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
+    home = context.home
+    endpoints = MeshEndpoints(
+        grpc=dict(context.grpc), kafka_bootstrap=context.kafka_bootstrap,
+        namespace=context.namespace, registry_uri=context.registry_uri,
+        spec_path=str(context.spec_path),
+    )
     run = DemoRun(config, endpoints, out_dir=home / "demo", progress=ProgressLine())
     try:
         report = asyncio.run(run.run())

@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "infra",
         help="start, stop or inspect the local Kafka broker and Redis server",
         description="A real single-node Kafka broker (KRaft) and redis-server, as detached "
-        "processes with data and logs under $FLYWHEEL_HOME/infra (default ./.flywheel/infra). "
+        "processes with data and logs under $FLYWHEEL_HOME/infra (FLYWHEEL_HOME defaults to "
+        "the nearest .flywheel folder holding a state, else ./.flywheel). "
         "FLYWHEEL_KAFKA_BOOTSTRAP / FLYWHEEL_REDIS_URL name external ones instead.",
     )
     group.set_defaults(parser=group)

@@ -15,8 +15,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="start Kafka, Redis and the five services; wait until they serve",
         description="Starts the local Kafka broker and Redis (or uses FLYWHEEL_KAFKA_BOOTSTRAP / "
         "FLYWHEEL_REDIS_URL), creates the topics, then runs each service as a detached "
-        "process (logs in $FLYWHEEL_HOME/logs, state in $FLYWHEEL_HOME/mesh.json; "
-        "FLYWHEEL_HOME defaults to ./.flywheel) and returns once all answer SERVING.",
+        "process (logs in $FLYWHEEL_HOME/logs, state in $FLYWHEEL_HOME/mesh.json) and returns "
+        "once all answer SERVING, leaving a supervisor that restarts any service that exits "
+        "(with a growing wait, up to 30 s, for one that keeps exiting). On a mesh that partly "
+        "runs it starts only what is missing, on the same ports. FLYWHEEL_HOME defaults to "
+        "the nearest .flywheel folder holding a state, in the current folder or a parent, "
+        "else ./.flywheel.",
     )
     up.add_argument("--free-ports", action="store_true",
                     help="pick free ports instead of the defaults 50051-50055 / 9201-9205")
@@ -26,11 +30,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_json_flag(up)
     up.set_defaults(handler=_up)
 
-    down = subparsers.add_parser("down", help="stop what `flywheel up` started")
+    down = subparsers.add_parser(
+        "down", help="stop what `flywheel up` started",
+        description="Stops the supervisor first, then the services, then the Kafka and Redis "
+        "that `up` started; leaves no process behind.",
+    )
     add_json_flag(down)
     down.set_defaults(handler=_down)
 
-    status = subparsers.add_parser("status", help="each service's address, pid and health")
+    status = subparsers.add_parser(
+        "status", help="each service's address, pid, health and restarts",
+        description="Exit 0 when every service runs, 3 when the mesh is not up or one is "
+        "down (the supervisor restarts it).",
+    )
     add_json_flag(status)
     status.set_defaults(handler=_status)
 
@@ -100,8 +112,14 @@ def _print_status(payload: dict, as_json: bool) -> None:
     print(f"namespace {payload['namespace'] or '(none)'}   kafka {payload['kafka_bootstrap']}   "
           f"redis {payload['redis_url']}")
     print(f"registry  {payload['registry_uri']}")
-    print(f"{'service':<10} {'address':<22} {'pid':>7}  {'health':<12} log")
+    supervisor = payload.get("supervisor")
+    if supervisor is None or not supervisor["running"]:
+        print("supervisor not running: nothing restarts a service that exits "
+              "(`flywheel up` starts it)")
+    else:
+        print(f"supervisor pid {supervisor['pid']}   log {supervisor['log']}")
+    print(f"{'service':<10} {'address':<22} {'pid':>7}  {'health':<12} {'restarts':>8}  log")
     for service in payload["services"]:
         pid = service["pid"] if service["running"] else "-"
         print(f"{service['name']:<10} {service['address']:<22} {pid:>7}  "
-              f"{service['health']:<12} {service['log']}")
+              f"{service['health']:<12} {service['restarts']:>8}  {service['log']}")

@@ -4,9 +4,10 @@ An alias change (promote, rollback, register --promote/--shadow) goes to the tra
 service's PromoteModelVersion / RollbackModel when ``flywheel up`` recorded a running mesh
 ($FLYWHEEL_HOME/mesh.json), so the service stays the one writer of aliases. Without a mesh
 the command makes the same change itself, the same way (`flywheel.training.promotions`):
-announced on flywheel.model-versions.v1 (FLYWHEEL_KAFKA_BOOTSTRAP, FLYWHEEL_NAMESPACE) first,
-written to the registry (FLYWHEEL_REGISTRY_URI) only once Kafka acknowledged it. A change that
-cannot be announced changes nothing: one line naming Kafka, exit code 1.
+announced on flywheel.model-versions.v1 first, written to the registry only once Kafka
+acknowledged it. A change that cannot be announced changes nothing: one line naming Kafka,
+exit code 1. The registry, broker and namespace are the running mesh's
+(``flywheel.commands.context``).
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ TASKS = ("binary_classification", "multiclass_classification", "regression")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from flywheel.commands.context import LOOKUP_HELP
+
     group = subparsers.add_parser(
         "models", help="list, register, promote or roll back model versions",
-        description="The model registry and its announcements to the inference service.",
+        description="The model registry and its announcements to the inference service. "
+        + LOOKUP_HELP,
     )
     group.set_defaults(parser=group)
     commands = group.add_subparsers(dest="models_command", metavar="<subcommand>")
@@ -66,10 +70,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rollback.set_defaults(handler=_rollback)
 
 
-def _settings():
-    from flywheel.common.settings import CommonSettings
+def _settings(args: argparse.Namespace | None = None):
+    """The mesh's settings; Kafka is needed (and checked first) when the command announces."""
+    from flywheel.commands.context import mesh_context
 
-    return CommonSettings()
+    announces = args is not None and not getattr(args, "no_announce", False)
+    return mesh_context("registry", *(("kafka",) if announces else ())).common_settings()
 
 
 def _registry(settings):
@@ -264,7 +270,7 @@ def _register(args: argparse.Namespace) -> int:
     if args.no_announce and (args.promote or args.shadow):
         raise CommandError("an alias change is always announced: drop --no-announce")
     outputs = _check_artifact(args.artifact, len(features))
-    settings = _settings()
+    settings = _settings(args)
     registry = _registry(settings)
     with reported(_flywheel_errors()):
         meta = registry.register(
@@ -289,7 +295,7 @@ def _register(args: argparse.Namespace) -> int:
 def _promote(args: argparse.Namespace) -> int:
     from flywheel.common.registry import CHAMPION, SHADOW
 
-    settings = _settings()
+    settings = _settings(args)
     registry = _registry(settings)
     alias = SHADOW if args.shadow else CHAMPION
     with reported(_flywheel_errors()), _alias_writer(settings, registry) as writer:
@@ -302,7 +308,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = _settings(args)
     registry = _registry(settings)
     with reported(_flywheel_errors()), _alias_writer(settings, registry) as writer:
         current, target = writer.rollback(args.name, args.reason)

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from flywheel.infra.home import home_dir
+
 #: The pom whose dependency copy fetches the broker jars: services/../deploy/kafka/pom.xml.
 SOURCE_POM = Path(__file__).resolve().parents[3] / "deploy" / "kafka" / "pom.xml"
 
@@ -20,8 +22,8 @@ class InfraSettings:
     """Settings of the local Kafka broker and Redis server.
 
     root
-        Folder for data, logs and the state file (``$FLYWHEEL_HOME/infra``, else
-        ``./.flywheel/infra``).
+        Folder for data, logs and the state file: ``<home>/infra``, where home is
+        ``$FLYWHEEL_HOME`` or the nearest ``.flywheel`` (see ``flywheel.infra.home``).
     jars_dir
         Cache of the broker jars, shared by every root (``$FLYWHEEL_KAFKA_JARS_DIR``, else
         ``~/.cache/flywheel/kafka-<version>/lib``).
@@ -53,9 +55,7 @@ class InfraSettings:
     ) -> InfraSettings:
         """Settings from ``FLYWHEEL_*`` variables; keyword ``overrides`` win over them."""
         env = os.environ if environ is None else environ
-        home = Path(env["FLYWHEEL_HOME"]) if env.get("FLYWHEEL_HOME") else (
-            (cwd or Path.cwd()) / ".flywheel"
-        )
+        home = home_dir(env, cwd)
         pom = Path(overrides.pop("pom", SOURCE_POM))
         jars = env.get("FLYWHEEL_KAFKA_JARS_DIR")
         java_home = env.get("JAVA_HOME")
@@ -63,7 +63,7 @@ class InfraSettings:
         if java_home and (Path(java_home) / "bin" / "java").is_file():
             java = str(Path(java_home) / "bin" / "java")
         settings = cls(
-            root=home.resolve() / "infra",
+            root=home / "infra",
             jars_dir=Path(jars).expanduser().resolve() if jars else default_jars_dir(pom, env),
             pom=pom,
             external_kafka_bootstrap=env.get("FLYWHEEL_KAFKA_BOOTSTRAP") or None,

@@ -9,14 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flywheel.common.settings import CommonSettings
+from flywheel.infra.home import home_dir
+from flywheel.mesh.backoff import BackoffPolicy
 from flywheel.mesh.services import SERVICES
-
-
-def home_dir(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Path:
-    """``$FLYWHEEL_HOME``, else ``./.flywheel``: mesh state, logs, registry, local infra."""
-    env = os.environ if environ is None else environ
-    home = env.get("FLYWHEEL_HOME")
-    return (Path(home) if home else (cwd or Path.cwd()) / ".flywheel").resolve()
 
 
 @dataclass(frozen=True)
@@ -24,6 +19,8 @@ class MeshSettings:
     """``ports`` maps a service to its (gRPC, metrics) ports; None means "pick a free one".
 
     ``environ`` is the environment the services inherit (plus what the supervisor sets).
+    ``python`` runs the services, ``supervisor_python`` the process that restarts them
+    (with ``restart_backoff`` between the restarts of a service that keeps exiting).
     """
 
     home: Path
@@ -34,6 +31,8 @@ class MeshSettings:
     environ: dict[str, str] = field(default_factory=dict)
     host: str = "127.0.0.1"
     python: str = sys.executable
+    supervisor_python: str = sys.executable
+    restart_backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     start_timeout_s: float = 120.0
     stop_timeout_s: float = 20.0
 

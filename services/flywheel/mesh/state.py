@@ -1,12 +1,16 @@
 """``.flywheel/mesh.json``: what ``flywheel up`` started and where it listens.
 
-``down`` stops exactly the processes named here; ``status`` and ``demo`` read the addresses.
-Written atomically after every process start, so an interrupted ``up`` can still be undone.
+``down`` stops exactly the processes named here; every other command reads the addresses
+(``flywheel.mesh.context``). Written atomically after every process start, so an interrupted
+``up`` can still be undone; ``up`` and the supervisor change it only under ``locked(home)``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -26,11 +30,32 @@ class ServiceState:
     metrics_port: int
     log: str
     started_at: float
+    #: Starts after the first one: by the supervisor, or by an ``up`` that healed the mesh.
+    restarts: int = 0
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> ServiceState:
-        known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in raw.items() if key in known})
+        return cls(**_known(cls, raw))
+
+
+@dataclass(frozen=True)
+class SupervisorState:
+    """The process that restarts services which exit unexpectedly (``flywheel.mesh.watchdog``)."""
+
+    pid: int
+    marker: str
+    log: str
+    started_at: float
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> SupervisorState:
+        return cls(**_known(cls, raw))
+
+
+def _known(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
+    """The fields ``cls`` has: a state written by a newer version still loads."""
+    names = {f.name for f in fields(cls)}
+    return {key: value for key, value in raw.items() if key in names}
 
 
 @dataclass(frozen=True)
@@ -51,23 +76,24 @@ class MeshState:
     infra_root: str = ""
     infra_started: list[str] = field(default_factory=list)
     services: dict[str, ServiceState] = field(default_factory=dict)
+    supervisor: SupervisorState | None = None
     format: int = STATE_FORMAT
 
     def address(self, service: str) -> str:
         return self.services[service].grpc_address
 
     def to_json(self) -> dict[str, Any]:
-        raw = asdict(self)
-        raw["services"] = {name: asdict(s) for name, s in self.services.items()}
-        return raw
+        return asdict(self)
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> MeshState:
         if raw.get("format") != STATE_FORMAT:
             raise ValueError(f"unknown mesh state format {raw.get('format')!r}")
-        known = {f.name for f in fields(cls)} - {"services"}
         services = {n: ServiceState.from_json(s) for n, s in raw.get("services", {}).items()}
-        return cls(**{k: v for k, v in raw.items() if k in known}, services=services)
+        supervisor = raw.get("supervisor")
+        plain = {k: v for k, v in _known(cls, raw).items() if k not in ("services", "supervisor")}
+        return cls(**plain, services=services,
+                   supervisor=SupervisorState.from_json(supervisor) if supervisor else None)
 
 
 def save(path: Path, state: MeshState) -> None:
@@ -87,3 +113,17 @@ def load(path: Path) -> MeshState | None:
         return MeshState.from_json(raw)
     except (KeyError, TypeError) as exc:
         raise ValueError(f"mesh state {path} is missing {exc}") from exc
+
+
+@contextmanager
+def locked(home: Path, *, wait: bool = True) -> Iterator[bool]:
+    """Holds the mesh's lock (``<home>/.mesh.lock``) while the block runs: one writer of the
+    state at a time. With ``wait=False`` it yields False at once when someone else holds it."""
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".mesh.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True

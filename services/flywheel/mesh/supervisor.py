@@ -23,11 +23,12 @@ from flywheel.infra.ports import resolve_ports
 from flywheel.mesh import state as state_file
 from flywheel.mesh.services import BY_NAME, SERVICES, ServiceDef, waves
 from flywheel.mesh.settings import MeshSettings
-from flywheel.mesh.state import MeshState, ServiceState
+from flywheel.mesh.state import MeshState, ServiceState, SupervisorState
 
 Report = Callable[[str], None]
 LOG_TAIL_LINES = 40
 SERVING = "SERVING"
+SUPERVISOR_MODULE = "flywheel.mesh.watchdog"
 
 
 class MeshError(Exception):
@@ -47,6 +48,7 @@ class ServiceStatus:
     health: str
     log: str
     metrics_port: int | None = None
+    restarts: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,6 +75,7 @@ class MeshStatus:
             "registry_uri": s.registry_uri if s else None,
             "spec_path": s.spec_path if s else None,
             "services": [service.to_json() for service in self.services],
+            "supervisor": _supervisor_json(s),
         }
 
 
@@ -88,21 +91,24 @@ class Mesh:
         Inference may stay NOT_SERVING only while the registry has no champion model: it
         has nothing to serve until one is registered (``flywheel models register`` or the
         demo's seed model). On any failure, everything this call started is stopped again.
+        A mesh of which some services still run is healed instead (``heal``). Last, the
+        supervisor is started: it restarts any service that exits unexpectedly.
         """
-        previous = self.load_state()
-        if previous is not None:
-            alive = [n for n, s in previous.services.items() if _is_running(s)]
-            if alive and len(alive) == len(SERVICES):
-                report(f"the mesh is already up (state in {self.settings.state_file})")
-                return previous
-            if alive:
-                raise MeshError(
-                    f"part of a mesh is still running ({', '.join(sorted(alive))}); "
-                    "run `flywheel down` first"
-                )
+        with state_file.locked(self.settings.home):
+            previous = self.load_state()
+            if previous is not None and any(service_running(s) for s in previous.services.values()):
+                return self._heal(previous, report)
+            if previous is not None:
+                self._stop_supervisor(previous, report)
+            state = self._start(previous, report)
+            state = self._ensure_supervisor(state, report)
+            state_file.save(self.settings.state_file, state)
+            return state
+
+    def _start(self, previous: MeshState | None, report: Report) -> MeshState:
         # Infra an earlier `up` started (and no `down` stopped) stays this mesh's to stop.
         inherited = previous.infra_started if previous else []
-        ports = self._resolve_ports()
+        ports = self._resolve_ports([s.name for s in SERVICES])
         state = self._start_infra(report, inherited)
         state_file.save(self.settings.state_file, state)
         try:
@@ -118,9 +124,85 @@ class Mesh:
             raise
         return state
 
-    def _resolve_ports(self) -> dict[str, tuple[int, int]]:
+    def _heal(self, state: MeshState, report: Report) -> MeshState:
+        """Starts only what is missing of a mesh that partly runs: dead local infrastructure
+        on its old ports, then the dead services on theirs, so every address stays valid."""
+        self._restore_infra(state, report)
+        dead = [s for s in SERVICES
+                if s.name not in state.services or not service_running(state.services[s.name])]
+        if not dead:
+            report(f"the mesh is already up (state in {self.settings.state_file})")
+        fresh = self._resolve_ports([s.name for s in dead if s.name not in state.services])
+        for wave in waves():
+            todo = [s for s in wave if s in dead]
+            for service in todo:
+                recorded = state.services.get(service.name)
+                if recorded is None:
+                    state = self._spawn(state, service, fresh[service.name])
+                else:
+                    state = self.restart(state, service.name)
+                state_file.save(self.settings.state_file, state)
+            self._wait_for_wave(state, todo, report)
+        if dead:
+            report(f"started {', '.join(s.name for s in dead)}; the rest was already running")
+        state = self._ensure_supervisor(state, report)
+        state_file.save(self.settings.state_file, state)
+        return state
+
+    def restart(self, state: MeshState, name: str) -> MeshState:
+        """Starts a service that exited again, on the ports it had, counting the restart.
+        Does not wait for SERVING; the caller saves the state it returns."""
+        old = state.services[name]
+        # A process killed from outside may still hold its port for a moment.
+        processes.wait_exited(old.pid, self.settings.stop_timeout_s)
+        return self._spawn(state, BY_NAME[name], (old.grpc_port, old.metrics_port),
+                           restarts=old.restarts + 1)
+
+    def _restore_infra(self, state: MeshState, report: Report) -> None:
+        if not state.infra_started:
+            return
+        infra = LocalInfra(state.infra_root or self.settings.infra_root)
+        try:
+            if infra.status(probe=False).running:
+                return
+            ports = {"kafka_port": _port_of(state.kafka_bootstrap),
+                     "redis_port": _port_of(state.redis_url)}
+            report("restarting the local Kafka and Redis on their ports")
+            infra.up(timeout=self.settings.start_timeout_s, **ports)
+        except InfraError as exc:
+            raise MeshError(f"infrastructure: {exc}", exc.detail) from None
+
+    # -- the supervisor process ------------------------------------------------------------
+
+    def _ensure_supervisor(self, state: MeshState, report: Report) -> MeshState:
+        if state.supervisor is not None and processes.is_running(_supervisor_ref(state)):
+            return state
+        log = self.settings.logs_dir / "supervisor.log"
+        policy = self.settings.restart_backoff
+        argv = [
+            self.settings.supervisor_python, "-m", SUPERVISOR_MODULE,
+            "--python", self.settings.python, "--host", self.settings.host,
+            "--backoff-initial", str(policy.initial_s), "--backoff-max", str(policy.max_s),
+            "--stable-after", str(policy.stable_after_s),
+        ]
+        env = {**self.settings.environ, "FLYWHEEL_HOME": str(self.settings.home),
+               "PYTHONUNBUFFERED": "1"}
+        pid = processes.spawn_detached(argv, log, env)
+        report(f"supervisor restarts services that exit (pid {pid}, log {log})")
+        return replace(state, supervisor=SupervisorState(
+            pid=pid, marker=f"-m {SUPERVISOR_MODULE}", log=str(log), started_at=time.time(),
+        ))
+
+    def _stop_supervisor(self, state: MeshState, report: Report) -> None:
+        # First of all: a supervisor left running would restart what is being stopped.
+        if state.supervisor is not None and processes.stop(
+            _supervisor_ref(state), self.settings.stop_timeout_s
+        ):
+            report(f"stopped the supervisor (pid {state.supervisor.pid})")
+
+    def _resolve_ports(self, names: list[str]) -> dict[str, tuple[int, int]]:
         requested: dict[str, int | None] = {}
-        for service in SERVICES:
+        for service in (BY_NAME[name] for name in names):
             grpc_port, metrics_port = self.settings.ports[service.name]
             requested[f"{service.name}.grpc"] = grpc_port
             requested[f"{service.name}.metrics"] = metrics_port
@@ -131,7 +213,7 @@ class Mesh:
                 f"{exc}: set FLYWHEEL_<SERVICE>_GRPC_PORT / _METRICS_PORT, "
                 "or run `flywheel up --free-ports`"
             ) from None
-        return {s.name: (chosen[f"{s.name}.grpc"], chosen[f"{s.name}.metrics"]) for s in SERVICES}
+        return {n: (chosen[f"{n}.grpc"], chosen[f"{n}.metrics"]) for n in names}
 
     def _start_infra(self, report: Report, inherited: list[str]) -> MeshState:
         infra = LocalInfra(self.settings.infra_root)
@@ -191,11 +273,13 @@ class Mesh:
             env.setdefault(f"{service.env_prefix}{suffix}", str(Path(state.home) / folder))
         return env
 
-    def _spawn(self, state: MeshState, service: ServiceDef, ports: tuple[int, int]) -> MeshState:
+    def _spawn(self, state: MeshState, service: ServiceDef, ports: tuple[int, int],
+               restarts: int = 0) -> MeshState:
         log = self.settings.logs_dir / f"{service.name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
+        what = f"restart {restarts}" if restarts else "starting"
         with log.open("a") as handle:
-            handle.write(f"\n--- flywheel up: starting {service.module} at {time.ctime()} ---\n")
+            handle.write(f"\n--- flywheel mesh: {what} of {service.module} at {time.ctime()} ---\n")
         argv = [self.settings.python, "-m", service.module]
         pid = processes.spawn_detached(argv, log, self.service_env(state, service, ports))
         started = ServiceState(
@@ -207,16 +291,19 @@ class Mesh:
             metrics_port=ports[1],
             log=str(log),
             started_at=time.time(),
+            restarts=restarts,
         )
         return replace(state, services={**state.services, service.name: started})
 
     def _wait_for_wave(self, state: MeshState, wave: list[ServiceDef], report: Report) -> None:
+        if not wave:
+            return
         deadline = time.monotonic() + self.settings.start_timeout_s
         pending = {service.name for service in wave}
         while pending:
             for name in sorted(pending):
                 service = state.services[name]
-                if not _is_running(service):
+                if not service_running(service):
                     raise MeshError(
                         f"{name} exited while starting (log: {service.log})", _tail(service)
                     )
@@ -269,31 +356,36 @@ class Mesh:
             recorded = state.services.get(service.name)
             if recorded is None:
                 continue
-            running = _is_running(recorded)
+            running = service_running(recorded)
             health = "STOPPED"
             if running:
                 health = health_status(recorded.grpc_address, timeout_s=1.0) if probe else "UNKNOWN"
             found.append(ServiceStatus(
                 name=service.name, address=recorded.grpc_address, pid=recorded.pid,
                 running=running, health=health, log=recorded.log,
-                metrics_port=recorded.metrics_port,
+                metrics_port=recorded.metrics_port, restarts=recorded.restarts,
             ))
         return MeshStatus(state, found)
 
     def down(self, report: Report = lambda line: None) -> MeshState | None:
         """Stops the services (reverse start order), then the infra ``up`` started."""
-        state = self.load_state()
-        if state is None:
-            return None
-        self._stop(state, report)
+        with state_file.locked(self.settings.home):
+            state = self.load_state()
+            if state is None:
+                return None
+            self._stop(state, report)
         return state
 
     def _stop(self, state: MeshState, report: Report) -> None:
+        try:
+            self._stop_supervisor(state, report)
+        except OSError as exc:
+            raise MeshError(f"could not stop the supervisor: {exc}") from None
         order = sorted(state.services.values(), key=lambda s: -BY_NAME[s.name].wave)
         failures = []
         for service in order:
             try:
-                if _is_running(service) and processes.stop(_ref(service), self.settings.stop_timeout_s):
+                if service_running(service) and processes.stop(_ref(service), self.settings.stop_timeout_s):
                     report(f"stopped {service.name} (pid {service.pid})")
             except OSError as exc:
                 failures.append(f"{service.name}: {exc}")
@@ -308,11 +400,28 @@ class Mesh:
         self.settings.state_file.unlink(missing_ok=True)
 
 
+def _supervisor_json(state: MeshState | None) -> dict[str, Any] | None:
+    if state is None or state.supervisor is None:
+        return None
+    running = processes.is_running(_supervisor_ref(state))
+    return {"pid": state.supervisor.pid, "running": running, "log": state.supervisor.log}
+
+
+def _supervisor_ref(state: MeshState) -> processes.ProcessRef:
+    assert state.supervisor is not None
+    return processes.ProcessRef(state.supervisor.pid, state.supervisor.marker)
+
+
+def _port_of(address: str) -> int:
+    """The port of ``host:port`` or ``redis://host:port/0``."""
+    return int(address.split("://")[-1].split("/")[0].rsplit(":", 1)[1])
+
+
 def _ref(service: ServiceState) -> processes.ProcessRef:
     return processes.ProcessRef(service.pid, service.marker)
 
 
-def _is_running(service: ServiceState) -> bool:
+def service_running(service: ServiceState) -> bool:
     return processes.is_running(_ref(service))
 
 

@@ -87,7 +87,8 @@ async def test_a_promotion_kafka_cannot_take_changes_nothing(training, private_b
         for home in (through_mesh, alone):
             done = await asyncio.to_thread(run_flywheel, ["models", "promote", "churn", "2"],
                                            cli_env(common, home))
-            assert done.returncode == 1, (home.name, done.stdout, done.stderr)
+            # 3: Kafka found silent before anything was sent; 1: the announcement timed out.
+            assert done.returncode in (1, 3), (home.name, done.stdout, done.stderr)
             lines = done.stderr.strip().splitlines()
             assert len(lines) == 1 and lines[0].startswith("flywheel: error:"), done.stderr
             assert "Kafka" in lines[0] and "Traceback" not in done.stderr, lines[0]

@@ -5,6 +5,7 @@ Redis: the infrastructure and topic steps are replaced by fixed addresses."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import textwrap
 import time
@@ -134,3 +135,58 @@ def test_a_crashing_service_fails_up_with_its_log_and_stops_the_rest(make_mesh):
     assert "features" in started and "inference" not in started
     assert not mesh.settings.state_file.exists()
     assert mesh.status().services == []
+
+
+def wait_until(predicate, timeout_s: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not reached within {timeout_s}s")
+
+
+def test_the_supervisor_restarts_a_killed_service(make_mesh):
+    mesh = make_mesh()
+    state = mesh.up()
+    assert state.supervisor is not None and alive(state.supervisor.pid)
+    victim = state.services["features"]
+    os.kill(victim.pid, signal.SIGKILL)
+
+    def restarted():
+        status = mesh.status()
+        features = next(s for s in status.services if s.name == "features")
+        return features if features.restarts == 1 and features.health == "SERVING" else None
+
+    features = wait_until(restarted, what="features restarted and SERVING")
+    assert features.pid != victim.pid and features.address == victim.grpc_address
+    payload = mesh.status().to_json()
+    assert payload["supervisor"]["running"] is True
+    assert {s["name"]: s["restarts"] for s in payload["services"]}["features"] == 1
+    log = Path(state.supervisor.log).read_text()
+    assert "features exited unexpectedly" in log and "restarted features" in log
+
+    current = mesh.load_state()
+    pids = [s.pid for s in current.services.values()] + [current.supervisor.pid]
+    mesh.down()
+    assert not [pid for pid in pids if alive(pid)], "down left a process behind"
+
+
+def test_up_on_a_partly_running_mesh_starts_only_what_is_missing(make_mesh):
+    mesh = make_mesh()
+    state = mesh.up()
+    processes.stop(processes.ProcessRef(state.supervisor.pid, state.supervisor.marker), 5)
+    os.kill(state.services["feedback"].pid, signal.SIGKILL)
+    wait_until(lambda: not alive(state.services["feedback"].pid), what="feedback gone")
+
+    lines: list[str] = []
+    healed = mesh.up(report=lines.append)
+    assert "started feedback; the rest was already running" in lines
+    for name in ("ingest", "features", "inference", "training"):
+        assert healed.services[name].pid == state.services[name].pid, name
+    feedback = healed.services["feedback"]
+    assert feedback.pid != state.services["feedback"].pid and feedback.restarts == 1
+    assert feedback.grpc_address == state.services["feedback"].grpc_address
+    assert healed.supervisor.pid != state.supervisor.pid and alive(healed.supervisor.pid)
+    assert all(s.health == "SERVING" for s in mesh.status().services)
