@@ -55,18 +55,15 @@ def budget_within(timeout_s: float, left: float | None) -> float | None:
 
 class Dependency:
     """A part this service waits on while serving a caller, named in the errors the caller
-    gets. `unreachable` and `timeouts`: its client's errors that mean it cannot be reached,
-    and that its client's own timeout passed."""
+    gets. `failures`: its client's errors that mean it cannot be reached or did not answer
+    (their message goes to the caller after the name)."""
 
     def __init__(
-        self, name: str, timeout_s: float, *,
-        unreachable: tuple[type[BaseException], ...] = (),
-        timeouts: tuple[type[BaseException], ...] = (),
+        self, name: str, timeout_s: float, *, failures: tuple[type[BaseException], ...] = (),
     ) -> None:
         self.name = name
         self.timeout_s = timeout_s
-        self._unreachable = unreachable
-        self._timeouts = (TimeoutError, *timeouts)
+        self._failures = (TimeoutError, *failures)
 
     def budget(self) -> float:
         """Seconds this call may wait on the dependency (see the module docstring);
@@ -91,13 +88,14 @@ class Dependency:
             if inspect.iscoroutine(awaitable):
                 awaitable.close()  # never started
             raise
+        bound = asyncio.timeout(budget)
         try:
-            async with asyncio.timeout(budget):
+            async with bound:
                 return await awaitable
-        except self._timeouts:
-            raise self.did_not_answer(budget) from None
-        except self._unreachable as error:
-            raise self.unavailable(str(error)) from error
+        except self._failures as error:
+            if bound.expired():
+                raise self.did_not_answer(budget) from None
+            raise self.unavailable(str(error) or type(error).__name__) from error
 
 
 def redis_address(url: str) -> str:
@@ -109,10 +107,8 @@ def redis_address(url: str) -> str:
 
 
 def redis_dependency(url: str, timeout_s: float) -> Dependency:
-    return Dependency(
-        f"Redis at {redis_address(url)}", timeout_s,
-        unreachable=(RedisConnectionError,), timeouts=(RedisTimeoutError,),
-    )
+    return Dependency(f"Redis at {redis_address(url)}", timeout_s,
+                      failures=(RedisConnectionError, RedisTimeoutError))
 
 
 def redis_for_callers(url: str, timeout_s: float) -> aioredis.Redis:
