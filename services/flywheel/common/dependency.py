@@ -21,13 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -53,17 +60,23 @@ def budget_within(timeout_s: float, left: float | None) -> float | None:
     return min(timeout_s, usable)
 
 
+def _never(error: BaseException) -> bool:
+    return False
+
+
 class Dependency:
     """A part this service waits on while serving a caller, named in the errors the caller
-    gets. `failures`: its client's errors that mean it cannot be reached or did not answer
-    (their message goes to the caller after the name)."""
+    gets. `failed(error)`: whether an error of its client means that it cannot be reached,
+    did not answer, or cannot serve for now (its message then goes to the caller after the
+    name); other errors are left as they are (a bug of ours is INTERNAL, and logged)."""
 
     def __init__(
-        self, name: str, timeout_s: float, *, failures: tuple[type[BaseException], ...] = (),
+        self, name: str, timeout_s: float, *,
+        failed: Callable[[BaseException], bool] = _never,
     ) -> None:
         self.name = name
         self.timeout_s = timeout_s
-        self._failures = (TimeoutError, *failures)
+        self._failed = failed
 
     def budget(self) -> float:
         """Seconds this call may wait on the dependency (see the module docstring);
@@ -92,10 +105,12 @@ class Dependency:
         try:
             async with bound:
                 return await awaitable
-        except self._failures as error:
+        except Exception as error:
             if bound.expired():
                 raise self.did_not_answer(budget) from None
-            raise self.unavailable(str(error) or type(error).__name__) from error
+            if isinstance(error, TimeoutError) or self._failed(error):
+                raise self.unavailable(str(error) or type(error).__name__) from error
+            raise
 
 
 def redis_address(url: str) -> str:
@@ -106,9 +121,26 @@ def redis_address(url: str) -> str:
     return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
 
 
+# Error replies about Redis's own state, not about the command: Redis cannot serve it for now.
+_REDIS_STATES = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OutOfMemoryError,
+                 ClusterDownError, TryAgainError)
+# The same as a plain ResponseError with the reply's code (redis-py has no class for BUSY, a
+# script running past busy-reply-threshold, nor MISCONF, writes refused while Redis cannot
+# persist; the feature store's read pipe raises every error reply so).
+_REDIS_STATE_REPLIES = ("BUSY ", "MISCONF ", "TRYAGAIN ", "READONLY ", "OOM ", "MASTERDOWN ",
+                        "CLUSTERDOWN ", "LOADING ")
+
+
+def redis_failed(error: BaseException) -> bool:
+    """Redis unreachable, not answering, or answering with its own state (loading, busy,
+    read-only, out of memory, unable to persist) instead of the command's result."""
+    if isinstance(error, _REDIS_STATES):
+        return True
+    return isinstance(error, ResponseError) and str(error).startswith(_REDIS_STATE_REPLIES)
+
+
 def redis_dependency(url: str, timeout_s: float) -> Dependency:
-    return Dependency(f"Redis at {redis_address(url)}", timeout_s,
-                      failures=(RedisConnectionError, RedisTimeoutError))
+    return Dependency(f"Redis at {redis_address(url)}", timeout_s, failed=redis_failed)
 
 
 def redis_for_callers(url: str, timeout_s: float) -> aioredis.Redis:

@@ -2,7 +2,8 @@
 the feedback service and under the feature store, and the feature store process itself
 SIGSTOPped under inference. Every caller gets UNAVAILABLE naming the stalled part, before its
 deadline (never INTERNAL, never a late DEADLINE_EXCEEDED), and the services answer again
-within seconds of SIGCONT. The Redis here is the test module's own, never the session's.
+within seconds of SIGCONT. Redis busy running a script (it answers BUSY to everything else)
+is UNAVAILABLE naming it too. The Redis here is the test module's own, never the session's.
 
 The rule (flywheel.common.dependency): a wait on a dependency lasts at most the smaller of its
 own timeout (FLYWHEEL_REDIS_TIMEOUT_S, FLYWHEEL_INFERENCE_FEATURE_STORE_TIMEOUT_S, 2 s by
@@ -12,11 +13,13 @@ default) and the caller's remaining time less a tenth of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import redis
 from google.protobuf.timestamp_pb2 import Timestamp
 from reliability_kit import N_FEATURES, read_topic, report, start_inference
 from stall_kit import (
@@ -255,3 +258,59 @@ async def test_predict_with_the_feature_store_process_stopped_is_unavailable_nam
            calls={n: o.summary() for n, (_, o) in calls.items()},
            predict_recovered_s=f"{recovered_s:.2f}", log=str(Path(tmp_path / "features.log")))
     assert_named_in_time(calls, f"the feature store at {target} did not answer within")
+
+
+def until_busy(client: redis.Redis, timeout_s: float = 10.0) -> None:
+    """Returns once Redis answers BUSY (a script ran past busy-reply-threshold)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            client.ping()
+        except redis.ResponseError as error:
+            if str(error).startswith("BUSY"):
+                return
+            raise
+        time.sleep(0.02)
+    raise AssertionError(f"Redis not BUSY after {timeout_s}s")
+
+
+async def test_redis_busy_running_a_script_is_unavailable_naming_it(
+    on_private_redis, private_redis, tmp_path
+):
+    features_app = FeaturesApp(on_private_redis, FeaturesSettings(
+        grpc_port=0, metrics_port=0, snapshot_dir=tmp_path / "snapshots"))
+    await features_app.start()
+    admin = redis.Redis.from_url(private_redis.url, socket_timeout=10)
+    threshold = admin.config_get("busy-reply-threshold")["busy-reply-threshold"]
+    try:
+        await wait_for_serving_async(features_app.target, 60.0)
+        async with aio_channel(features_app.target) as channel:
+            store = features_pb2_grpc.FeatureStoreServiceStub(channel)
+            write = features_pb2.WriteFeaturesRequest(rows=[customer("c1")])
+            read = features_pb2.GetOnlineFeaturesRequest(entity_type="customer", entity_ids=["c1"])
+            assert (await store.WriteFeatures(write, timeout=10)).written_count == 1
+            admin.config_set("busy-reply-threshold", 100)
+            # Redis runs one script at a time: this one never ends until SCRIPT KILL.
+            spinning = asyncio.create_task(asyncio.to_thread(
+                redis.Redis.from_url(private_redis.url).eval, "while true do end", 0))
+            try:
+                await asyncio.to_thread(until_busy, admin)
+                calls = {
+                    "GetOnlineFeatures": (LONG_DEADLINE_S, await timed(
+                        store.GetOnlineFeatures(read, timeout=LONG_DEADLINE_S))),
+                    "WriteFeatures": (LONG_DEADLINE_S, await timed(
+                        store.WriteFeatures(write, timeout=LONG_DEADLINE_S))),
+                }
+            finally:
+                admin.script_kill()
+                with contextlib.suppress(redis.ResponseError):  # "Script killed by user"
+                    await spinning
+            recovered_s = await recovery_seconds(lambda: store.GetOnlineFeatures(read, timeout=2))
+    finally:
+        admin.config_set("busy-reply-threshold", threshold)
+        admin.close()
+        await features_app.stop()
+    report("feature store's Redis busy with a script",
+           calls={n: o.summary() for n, (_, o) in calls.items()},
+           recovered_s=f"{recovered_s:.2f}")
+    assert_named_in_time(calls, f"Redis at {private_redis.address} is unavailable: BUSY")

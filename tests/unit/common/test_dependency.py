@@ -7,6 +7,7 @@ import time
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from flywheel.common.context import deadline_var
@@ -67,3 +68,20 @@ async def test_a_deadline_that_leaves_no_time_to_ask_is_deadline_exceeded():
     with pytest.raises(DeadlineExceeded, match=r"before the feature store at 127\.0\.0\.1:1"):
         await dependency.wait(never_started)
     assert never_started.cr_frame is None  # closed, not left unawaited
+
+
+async def test_redis_answering_with_its_own_state_is_unavailable_other_errors_stay_ours():
+    dependency = redis_dependency("redis://127.0.0.1:6390/0", 2.0)
+
+    async def raising(error):
+        raise error
+
+    busy = ResponseError("BUSY Redis is busy running a script. You can only call SCRIPT KILL "
+                         "or SHUTDOWN NOSCRIPT.")
+    for state in (busy, ResponseError("MISCONF Redis is configured to save RDB snapshots"),
+                  OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+                  ReadOnlyError("You can't write against a read only replica.")):
+        with pytest.raises(Unavailable, match=r"^Redis at 127\.0\.0\.1:6390 is unavailable: "):
+            await dependency.wait(raising(state))
+    with pytest.raises(ResponseError, match="WRONGTYPE"):  # a fault of the command: ours
+        await dependency.wait(raising(ResponseError("WRONGTYPE Operation against a key")))
