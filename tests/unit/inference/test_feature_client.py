@@ -149,3 +149,4 @@ async def test_the_stores_statuses_map_to_what_the_caller_should_hear():
                             "Redis at 127.0.0.1:7 did not answer within 1.6 s")
     refused = features._error_of(status(grpc.StatusCode.INVALID_ARGUMENT, "feature_names: x"), 1)
     assert isinstance(refused, FailedPrecondition)
+    await features.close()
