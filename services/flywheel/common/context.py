@@ -1,4 +1,5 @@
-"""Per-request context carried through contextvars: the request id and the trace parent."""
+"""Per-request context carried through contextvars: the request id, the trace parent and the
+caller's deadline."""
 
 from __future__ import annotations
 
@@ -6,9 +7,14 @@ import contextvars
 import itertools
 import os
 import re
+import time
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 traceparent_var: contextvars.ContextVar[str] = contextvars.ContextVar("traceparent", default="")
+# When the caller's deadline passes, on the time.monotonic() clock; None: the caller set none.
+deadline_var: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "deadline", default=None
+)
 
 _TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
@@ -39,3 +45,9 @@ def current_traceparent() -> str:
     """The caller's traceparent, or a new one so every record can be traced from here on."""
     value = traceparent_var.get()
     return value if value else new_traceparent()
+
+
+def time_left() -> float | None:
+    """Seconds until the caller's deadline (negative once it passed); None without one."""
+    deadline = deadline_var.get()
+    return None if deadline is None else deadline - time.monotonic()

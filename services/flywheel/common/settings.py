@@ -32,7 +32,11 @@ class CommonSettings(BaseSettings):
     kafka_timeout_s: float = Field(
         10.0, gt=0, description="Upper bound on one Kafka request or delivery wait."
     )
-    redis_timeout_s: float = Field(2.0, gt=0, description="Socket timeout of Redis calls.")
+    redis_timeout_s: float = Field(
+        2.0, gt=0, description="Socket timeout of Redis calls; a call made for a caller waits "
+        "at most this, cut to the caller's remaining deadline less a margin, after which Redis "
+        "is UNAVAILABLE, named.",
+    )
 
     @property
     def redis_key_prefix(self) -> str:

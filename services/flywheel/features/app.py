@@ -10,6 +10,7 @@ from pathlib import Path
 import redis
 import redis.asyncio as aioredis
 
+from flywheel.common.dependency import redis_dependency, redis_for_callers
 from flywheel.common.grpc.readiness import Readiness
 from flywheel.common.grpc.server import GrpcServer
 from flywheel.common.kafka.admin import ensure_topics
@@ -64,13 +65,12 @@ class FeaturesApp:
         self._redis = redis.Redis.from_url(
             self.common.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
-        self._aioredis = aioredis.Redis.from_url(
-            self.common.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
+        self._aioredis = redis_for_callers(self.common.redis_url, timeout)
         online = OnlineStore(
             KeySpace(self.common.redis_key_prefix), self._redis, self._aioredis,
             layouts_of(self.spec.entities),
             ScriptPipe.from_url(self.common.redis_url, READ_SCRIPT, timeout),
+            redis=redis_dependency(self.common.redis_url, timeout),
         )
         indexes = {
             entity.name: self._empty_index(entity.vector.dimension, entity.vector.ivf_min_vectors)

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from flywheel.common.errors import Unavailable
+from flywheel.common.dependency import Dependency
 from flywheel.common.validation import event_time_ms
 from flywheel.features.framed import READ_SCRIPT, FramedLayout, encoded_entity, read_arguments
 from flywheel.features.keys import (
@@ -168,6 +167,9 @@ class StoredVector:
 class OnlineStore:
     """Redis access for one namespace: sync (consumer thread) and asyncio (gRPC) clients.
 
+    `redis`: Redis as the dependency of the gRPC calls (`flywheel.common.dependency`): their
+    reads and writes wait at most its budget within the caller's deadline, and Redis stalled
+    or down is Unavailable naming it.
     `layouts` (entity type -> FramedLayout, see `framed.layouts_of`): the entity types whose rows
     get their read-ready copy; the others are written and read field by field only.
     `read_pipe`: the read script's own pipelined connection (see `script_pipe`); without
@@ -177,8 +179,10 @@ class OnlineStore:
         self, keys: KeySpace, sync_client, async_client,
         layouts: Mapping[str, FramedLayout] | None = None,
         read_pipe: ScriptPipe | None = None,
+        *, redis: Dependency,
     ) -> None:
         self.keys = keys
+        self._redis = redis
         self.layouts = dict(layouts or {})
         self._pipe = read_pipe
         self._sync = sync_client
@@ -196,14 +200,12 @@ class OnlineStore:
 
     async def write_async(self, events: Sequence[events_pb2.Event]) -> list[int]:
         """`write` for a caller waiting on an answer (WriteFeatures): Unavailable when
-        Redis is, so that the caller knows to retry."""
+        Redis is, in time, so that the caller knows to retry."""
         if not events:
             return []
         script_keys, args = write_arguments(self.keys, events, self.layouts)
-        try:
-            return [int(x) for x in await self._write_async(keys=script_keys, args=args)]
-        except (RedisConnectionError, RedisTimeoutError) as error:
-            raise Unavailable(f"the online store is unavailable: {error}") from error
+        written = await self._redis.wait(self._write_async(keys=script_keys, args=args))
+        return [int(x) for x in written]
 
     def read_arguments(self, entity_type: str, names: Sequence[str]) -> list:
         """ARGV of `read_entities` for these features of the entity type (build it once)."""
@@ -212,18 +214,18 @@ class OnlineStore:
 
     async def read_entities(self, row_keys: list[str], args: list) -> bytes:
         """The encoded `entities` field of a GetOnlineFeaturesResponse, one element per key
-        (see READ_SCRIPT); `args` from `read_arguments`. Unavailable when Redis is."""
-        try:
-            if self._pipe is not None:
-                try:
-                    return await self._pipe.call(row_keys, args)
-                except NoScriptError:
-                    pass  # Redis restarted or flushed its scripts: redis-py loads it again
-                except RedisConnectionError:
-                    pass  # a connection that was dropped while idle: once more, on a new one
-            return await self._read_async(keys=row_keys, args=args)
-        except (RedisConnectionError, RedisTimeoutError) as error:
-            raise Unavailable(f"the online store is unavailable: {error}") from error
+        (see READ_SCRIPT); `args` from `read_arguments`. Unavailable when Redis is, in time."""
+        return await self._redis.wait(self._read_entities(row_keys, args))
+
+    async def _read_entities(self, row_keys: list[str], args: list) -> bytes:
+        if self._pipe is not None:
+            try:
+                return await self._pipe.call(row_keys, args)
+            except NoScriptError:
+                pass  # Redis restarted or flushed its scripts: redis-py loads it again
+            except RedisConnectionError:
+                pass  # a connection that was dropped while idle: once more, on a new one
+        return await self._read_async(keys=row_keys, args=args)
 
     async def close(self) -> None:
         if self._pipe is not None:

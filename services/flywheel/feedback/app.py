@@ -8,6 +8,7 @@ import logging
 import redis
 import redis.asyncio as aioredis
 
+from flywheel.common.dependency import Dependency, redis_dependency, redis_for_callers
 from flywheel.common.grpc.readiness import Readiness
 from flywheel.common.grpc.server import GrpcServer
 from flywheel.common.kafka.admin import ensure_topics
@@ -48,8 +49,7 @@ class FeedbackApp:
         await asyncio.to_thread(ensure_topics, common.kafka_bootstrap, self.topics.all(),
                                 common.kafka_timeout_s * 3)
         timeout = common.redis_timeout_s
-        self._redis = aioredis.Redis.from_url(common.redis_url, socket_timeout=timeout,
-                                              socket_connect_timeout=timeout)
+        self._redis = redis_for_callers(common.redis_url, timeout)
         self._redis_sync = redis.Redis.from_url(common.redis_url, socket_timeout=timeout * 5,
                                                 socket_connect_timeout=timeout)
         self._producer = Producer(common.kafka_bootstrap, client_id="feedback",
@@ -70,7 +70,9 @@ class FeedbackApp:
         )
         recorder = FeedbackRecorder(
             spec=self.spec, producer=self._producer, topics=self.topics,
-            lookup=JoinLookup(self._redis, common.redis_key_prefix),
+            lookup=JoinLookup(self._redis, common.redis_key_prefix,
+                              redis_dependency(common.redis_url, timeout)),
+            kafka=Dependency(f"Kafka at {common.kafka_bootstrap}", common.kafka_timeout_s * 3),
             allow_model_labels=settings.allow_model_labels,
             max_future_s=settings.max_future_seconds,
         )

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 import redis
 import redis.asyncio as aioredis
 
+from flywheel.common.dependency import Dependency
 from flywheel.feedback.join import Entry, JoinState, Validity
 from flywheel.v1 import events_pb2
 
@@ -55,21 +56,21 @@ class JoinStore:
 
 
 class JoinLookup:
-    """Async read side for the gRPC handlers: what was logged for a prediction id, if seen."""
+    """Async read side for the gRPC handlers: what was logged for a prediction id, if seen.
+    Bounded by the caller's deadline; Redis stalled or down is Unavailable naming it (see
+    `flywheel.common.dependency`)."""
 
-    def __init__(self, client: aioredis.Redis, key_prefix: str) -> None:
+    def __init__(self, client: aioredis.Redis, key_prefix: str, redis: Dependency) -> None:
         self._redis = client
         self._prefix = f"{key_prefix}feedback:join:"
+        self._dependency = redis
 
     async def predictions(self, join_keys: Iterable[str]
                           ) -> dict[str, events_pb2.PredictionLogged]:
         keys = list(dict.fromkeys(join_keys))
         if not keys:
             return {}
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for join_key in keys:
-                pipe.hgetall(self._prefix + join_key)
-            stored = await pipe.execute()
+        stored = await self._dependency.wait(self._read(keys))
         found = {}
         for join_key, fields in zip(keys, stored, strict=True):
             for name, raw in fields.items():
@@ -79,3 +80,9 @@ class JoinLookup:
                     )
                     break
         return found
+
+    async def _read(self, keys: list[str]) -> list[dict[bytes, bytes]]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for join_key in keys:
+                pipe.hgetall(self._prefix + join_key)
+            return await pipe.execute()

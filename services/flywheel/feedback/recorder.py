@@ -10,7 +10,11 @@ Feedback-loop guard: LABEL_SOURCE_MODEL labels are refused with INVALID_ARGUMENT
 marking, no other flag is needed. The join applies the same rule to records produced
 straight onto the topic.
 
-The answer comes only after Kafka acknowledged every accepted record.
+The answer comes only after Kafka acknowledged every accepted record. The waits on Redis (the
+join lookup) and on Kafka are bounded by the caller's deadline: a part stalled or down is
+UNAVAILABLE naming it, in time (see `flywheel.common.dependency`). Nothing is published
+before the lookup answered; a resend after an UNAVAILABLE is safe, since the join keeps the
+first label of a prediction id.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from dataclasses import dataclass
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from flywheel.common.context import current_request_id
-from flywheel.common.errors import InvalidArgument
+from flywheel.common.dependency import Dependency
+from flywheel.common.errors import InvalidArgument, Unavailable
 from flywheel.common.kafka.producer import Producer
 from flywheel.common.kafka.topics import Topics
 from flywheel.common.spec import FlywheelSpec, Task
@@ -56,9 +61,11 @@ class LabelRule:
 
 class FeedbackRecorder:
     def __init__(self, *, spec: FlywheelSpec, producer: Producer, topics: Topics,
-                 lookup: JoinLookup, allow_model_labels: bool, max_future_s: float) -> None:
+                 lookup: JoinLookup, kafka: Dependency, allow_model_labels: bool,
+                 max_future_s: float) -> None:
         self._spec = spec
         self._producer = producer
+        self._kafka = kafka
         self._topics = topics
         self._lookup = lookup
         self._allow_model_labels = allow_model_labels
@@ -161,5 +168,14 @@ class FeedbackRecorder:
         topic = self._topics.feedback
         futures = [self._producer.send(topic, r.prediction_id, r) for r in records]
         if futures:
-            await asyncio.gather(*futures)
+            await self._acknowledged(futures)
         return [r.idempotency_key for r in records], rejections
+
+    async def _acknowledged(self, futures: list[asyncio.Future]) -> None:
+        try:
+            await self._kafka.wait(asyncio.gather(*futures))
+        except Unavailable as error:
+            raise Unavailable(
+                f"{error.message}; the feedback may or may not be recorded (resending it is "
+                "safe: the join keeps a prediction id's first label)"
+            ) from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flywheel.common.errors import InvalidArgument
+from flywheel.common.errors import InvalidArgument, Unavailable
 from flywheel.feedback.recorder import FeedbackRecorder, Rejection
 from flywheel.v1 import feedback_pb2, feedback_pb2_grpc
 
@@ -39,15 +39,20 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
 
     async def RecordFeedbackStream(self, request_iterator, context):
         accepted, rejections, chunk, seen = 0, [], [], 0
-        async for request in request_iterator:
-            chunk.append(request)
-            if len(chunk) >= self._chunk:
+        try:
+            async for request in request_iterator:
+                chunk.append(request)
+                if len(chunk) >= self._chunk:
+                    keys, rejected = await self._recorder.record_many(chunk, first_index=seen)
+                    accepted, seen = accepted + len(keys), seen + len(chunk)
+                    rejections.extend(rejected)
+                    chunk = []
+            if chunk:
                 keys, rejected = await self._recorder.record_many(chunk, first_index=seen)
-                accepted, seen = accepted + len(keys), seen + len(chunk)
+                accepted += len(keys)
                 rejections.extend(rejected)
-                chunk = []
-        if chunk:
-            keys, rejected = await self._recorder.record_many(chunk, first_index=seen)
-            accepted += len(keys)
-            rejections.extend(rejected)
+        except Unavailable as error:
+            # The chunks before the failing one stay recorded: say how far the stream got.
+            raise Unavailable(f"{error.message} (the stream's first {seen} items were "
+                              f"taken before that, {accepted} of them accepted)") from None
         return _batch_response(accepted, rejections)

@@ -9,24 +9,37 @@ goes out at the next loop iteration). A Predict then costs the feature store (an
 process) a fraction of a gRPC round trip under load. A failed call fails every fetch that
 shared it; a call whose fetches all gave up is cancelled; the shared call carries the request
 id of the first of them.
+
+Deadlines (the rule of `flywheel.common.dependency`): each fetch may wait its budget, the
+smaller of `timeout_s` and its caller's remaining time less a margin to answer in; a shared
+call waits as long as the latest of its fetches may, and a fetch that must hear back sooner
+(or whose call waits behind one in flight) is answered at its own deadline. A feature store
+that does not answer in time, or cannot be reached, is Unavailable naming it ("the feature
+store at host:port did not answer within 1.8 s"), never DEADLINE_EXCEEDED: the caller still
+has time to hear it. Only a caller whose deadline leaves no time to ask gets DeadlineExceeded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 from dataclasses import dataclass, field
 
 import grpc
 
 from flywheel.common.context import current_request_id, current_traceparent
-from flywheel.common.errors import DeadlineExceeded, FailedPrecondition, Unavailable
+from flywheel.common.dependency import Dependency
+from flywheel.common.errors import FailedPrecondition, FlywheelError
 from flywheel.common.grpc.client import aio_channel
 from flywheel.common.grpc.interceptors import REQUEST_ID_KEY, TRACEPARENT_KEY
 from flywheel.inference.predictor import StoredEntity
 from flywheel.v1 import common_pb2, features_pb2, features_pb2_grpc
 
 FOUND = features_pb2.FEATURE_STATUS_FOUND
+# A fetch whose deadline comes this much (or less) before its shared call's relies on the
+# call's own timeout, within the margin its budget keeps, instead of a timer of its own.
+_DEADLINE_SLACK_S = 0.005
 
 
 def numeric(value: common_pb2.FeatureValue) -> float | None:
@@ -40,6 +53,17 @@ def numeric(value: common_pb2.FeatureValue) -> float | None:
     return None
 
 
+@dataclass(slots=True)
+class _Fetch:
+    """One fetch waiting for a shared call: its ids, its answer, and by when it needs it."""
+
+    ids: list[str]
+    future: asyncio.Future
+    deadline: float  # on the time.monotonic() clock
+    budget_s: float
+    timer: asyncio.TimerHandle | None = None
+
+
 @dataclass
 class _Group:
     """Fetches waiting for one shared call: same entity type and feature names."""
@@ -47,8 +71,9 @@ class _Group:
     entity_type: str
     feature_names: list[str]
     ids: dict[str, None] = field(default_factory=dict)  # the union, in first-seen order
-    waiters: list[tuple[list[str], asyncio.Future]] = field(default_factory=list)
+    waiters: list[_Fetch] = field(default_factory=list)
     sent: bool = False
+    queued: bool = False  # behind the calls in flight: flushed when one of them ends
     # The first fetch's context (its request id): the shared call runs in it.
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
     task: asyncio.Task | None = None
@@ -56,7 +81,7 @@ class _Group:
     def abandoned(self) -> None:
         """A fetch gave up (its caller's deadline passed): once every fetch of the call has,
         the call is cancelled too, so no work outlives the callers that wanted it."""
-        if self.task is not None and all(f.done() for _, f in self.waiters):
+        if self.task is not None and all(f.future.done() for f in self.waiters):
             self.task.cancel()
 
 
@@ -67,7 +92,7 @@ class FeatureStoreClient:
         max_calls_in_flight: int = 1,
     ) -> None:
         self._target = target
-        self._timeout_s = timeout_s
+        self._dependency = Dependency(f"the feature store at {target}", timeout_s)
         self._max_ids = max_ids_per_call
         self._channel = aio_channel(target, max_message_bytes)
         self._stub = features_pb2_grpc.FeatureStoreServiceStub(self._channel)
@@ -79,8 +104,9 @@ class FeatureStoreClient:
         self, entity_type: str, entity_ids: list[str], feature_names: list[str]
     ) -> list[StoredEntity]:
         """One StoredEntity per id, in order; shares a call with concurrent fetches."""
+        budget = self._dependency.budget()
         if len(entity_ids) >= self._max_ids:
-            return await self._call(entity_type, entity_ids, feature_names)
+            return await self._call(entity_type, entity_ids, feature_names, budget)
         key = (entity_type, tuple(feature_names))
         group = self._open.get(key)
         if group is not None and len(group.ids) + len(entity_ids) > self._max_ids:
@@ -90,17 +116,34 @@ class FeatureStoreClient:
             group = self._open[key] = _Group(entity_type, list(feature_names))
             if self._in_flight.get(key, 0) < self._max_in_flight:
                 asyncio.get_running_loop().call_soon(self._flush, key, group)
-            # else: the next call to finish flushes it
+            else:
+                group.queued = True  # the next call to finish flushes it
         for entity_id in entity_ids:
             group.ids[entity_id] = None
         future: asyncio.Future[dict[str, StoredEntity]] = asyncio.get_running_loop().create_future()
-        group.waiters.append((entity_ids, future))
+        fetch = _Fetch(entity_ids, future, time.monotonic() + budget, budget)
+        group.waiters.append(fetch)
+        if group.queued:
+            self._answer_at_deadline(fetch)
         try:
             by_id = await future
-        except asyncio.CancelledError:
+        except BaseException:  # its caller gave up (cancelled), or no answer came in time
             group.abandoned()
             raise
+        finally:
+            if fetch.timer is not None:
+                fetch.timer.cancel()
         return [by_id[entity_id] for entity_id in entity_ids]
+
+    def _answer_at_deadline(self, fetch: _Fetch) -> None:
+        if fetch.timer is None:
+            fetch.timer = asyncio.get_running_loop().call_later(
+                fetch.deadline - time.monotonic(), self._expire, fetch
+            )
+
+    def _expire(self, fetch: _Fetch) -> None:
+        if not fetch.future.done():
+            fetch.future.set_exception(self._dependency.did_not_answer(fetch.budget_s))
 
     def _flush(self, key: tuple, group: _Group) -> None:
         if self._open.get(key) is group:
@@ -126,26 +169,32 @@ class FeatureStoreClient:
             self._flush(key, waiting)
 
     async def _serve(self, group: _Group) -> None:
-        waiters = [(ids, f) for ids, f in group.waiters if not f.cancelled()]
+        waiters = [f for f in group.waiters if not f.future.done()]
         if not waiters:
             return
+        deadline = max(f.deadline for f in waiters)
+        for fetch in waiters:
+            if fetch.deadline < deadline - _DEADLINE_SLACK_S:
+                self._answer_at_deadline(fetch)
         ids = list(group.ids)
+        timeout_s = max(deadline - time.monotonic(), 0.0)
         try:
-            stored = await self._call(group.entity_type, ids, group.feature_names)
+            stored = await self._call(group.entity_type, ids, group.feature_names, timeout_s)
         except BaseException as error:  # handed to every fetch of the call
-            for _, future in waiters:
-                if not future.done():
-                    future.set_exception(error)
+            for fetch in waiters:
+                if not fetch.future.done():
+                    fetch.future.set_exception(error)
             if isinstance(error, asyncio.CancelledError):
                 raise
             return
         by_id = {entity.entity_id: entity for entity in stored}
-        for _, future in waiters:
-            if not future.done():
-                future.set_result(by_id)
+        for fetch in waiters:
+            if not fetch.future.done():
+                fetch.future.set_result(by_id)
 
     async def _call(
-        self, entity_type: str, entity_ids: list[str], feature_names: list[str]
+        self, entity_type: str, entity_ids: list[str], feature_names: list[str],
+        timeout_s: float,
     ) -> list[StoredEntity]:
         request = features_pb2.GetOnlineFeaturesRequest(
             entity_type=entity_type, entity_ids=entity_ids, feature_names=feature_names
@@ -153,19 +202,10 @@ class FeatureStoreClient:
         metadata = ((REQUEST_ID_KEY, current_request_id()), (TRACEPARENT_KEY, current_traceparent()))
         try:
             reply = await self._stub.GetOnlineFeatures(
-                request, timeout=self._timeout_s, metadata=metadata
+                request, timeout=timeout_s, metadata=metadata
             )
         except grpc.aio.AioRpcError as error:
-            code = error.code()
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise DeadlineExceeded(
-                    f"the feature store did not answer within {self._timeout_s}s"
-                ) from None
-            if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
-                raise FailedPrecondition(
-                    f"the feature store refused the model's features: {error.details()}"
-                ) from None
-            raise Unavailable(f"the feature store is unavailable: {error.details()}") from None
+            raise self._error_of(error, timeout_s) from None
         by_id = {entity.entity_id: entity for entity in reply.entities}
         result = []
         for entity_id in entity_ids:
@@ -178,6 +218,19 @@ class FeatureStoreClient:
                     for v in entity.values
                 ]))
         return result
+
+    def _error_of(self, error: grpc.aio.AioRpcError, timeout_s: float) -> FlywheelError:
+        """A failed call as the caller should hear it: the model's features refused is
+        FAILED_PRECONDITION; anything else is the feature store unavailable, named (its
+        DEADLINE_EXCEEDED is the timeout this client gave it, not the caller's deadline)."""
+        code = error.code()
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return self._dependency.did_not_answer(timeout_s)
+        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+            return FailedPrecondition(
+                f"the feature store refused the model's features: {error.details()}"
+            )
+        return self._dependency.unavailable(error.details() or code.name)
 
     async def close(self) -> None:
         await self._channel.close()

@@ -5,8 +5,10 @@ one RowPrediction per input row, in order. A row the store cannot fill is not an
 the call: ENTITY_NOT_FOUND (no features stored for the id) or FEATURE_MISSING (a model
 feature absent or not a finite number; `detail` names it), with no prediction id. Unknown
 model or version: NOT_FOUND; no input, a bad row width or a NaN/Inf row: INVALID_ARGUMENT;
-feature store or Kafka unreachable: UNAVAILABLE (or DEADLINE_EXCEEDED). The answer comes
-after Kafka acknowledged every prediction record of the call (FLYWHEEL_INFERENCE_LOG_WAIT_FOR_ACK).
+feature store unreachable, or not answering within the caller's deadline less a margin:
+UNAVAILABLE naming it (see `flywheel.common.dependency`); Kafka unreachable: UNAVAILABLE. The
+answer comes after Kafka acknowledged every prediction record of the call
+(FLYWHEEL_INFERENCE_LOG_WAIT_FOR_ACK).
 """
 
 from __future__ import annotations

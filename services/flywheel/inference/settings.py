@@ -69,7 +69,8 @@ class InferenceSettings(ServiceSettings):
         "127.0.0.1:50052", description="host:port of flywheel.v1.FeatureStoreService."
     )
     feature_store_timeout_s: float = Field(
-        2.0, gt=0, description="Deadline of one GetOnlineFeatures call."
+        2.0, gt=0, description="Upper bound on one GetOnlineFeatures call, cut to the caller's "
+        "remaining deadline less a margin; past it the feature store is UNAVAILABLE, named.",
     )
     feature_store_calls_in_flight: int = Field(
         1, gt=0, description="GetOnlineFeatures calls in flight per model's features at once; "

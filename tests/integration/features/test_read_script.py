@@ -20,6 +20,7 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from flywheel.bench.workload import random_event
+from flywheel.common.dependency import redis_dependency
 from flywheel.common.errors import Unavailable
 from flywheel.common.spec import load_spec
 from flywheel.common.validation import event_time_ms
@@ -102,9 +103,10 @@ async def stores(names, redis_url):
     async_client = aioredis.Redis.from_url(redis_url)
     layouts = layouts_of(SPEC.entities)
     pipe = ScriptPipe.from_url(redis_url, READ_SCRIPT, 2.0)
-    with_pipe = OnlineStore(keys, sync_client, async_client, layouts, pipe)
-    without_pipe = OnlineStore(keys, sync_client, async_client, layouts)
-    field_by_field = OnlineStore(keys, sync_client, async_client)
+    dependency = redis_dependency(redis_url, 2.0)
+    with_pipe = OnlineStore(keys, sync_client, async_client, layouts, pipe, redis=dependency)
+    without_pipe = OnlineStore(keys, sync_client, async_client, layouts, redis=dependency)
+    field_by_field = OnlineStore(keys, sync_client, async_client, redis=dependency)
     try:
         yield with_pipe, without_pipe, field_by_field
     finally:
@@ -165,7 +167,8 @@ async def test_a_script_redis_lacks_is_loaded_through_redis_py(names, redis_url)
     async_client = aioredis.Redis.from_url(redis_url)
     # The same script under another hash: Redis does not hold it.
     stranger = ScriptPipe.from_url(redis_url, READ_SCRIPT + f"\n-- {uuid.uuid4()}\n", 2.0)
-    store = OnlineStore(keys, sync_client, async_client, layouts_of(SPEC.entities), stranger)
+    store = OnlineStore(keys, sync_client, async_client, layouts_of(SPEC.entities), stranger,
+                        redis=redis_dependency(redis_url, 2.0))
     try:
         framed, _ = _events()
         store.write(framed)
@@ -217,13 +220,15 @@ async def test_redis_down_is_unavailable_to_reads_and_writes(names) -> None:
         await pipe.call(["k"], [b"a"])
     async_client = aioredis.Redis.from_url(dead, socket_timeout=0.5, socket_connect_timeout=0.5)
     store = OnlineStore(KeySpace(f"{names.namespace}:"), redis.Redis.from_url(dead),
-                        async_client, layouts_of(SPEC.entities), pipe)
+                        async_client, layouts_of(SPEC.entities), pipe,
+                        redis=redis_dependency(dead, 0.5))
+    named = f"^Redis at {dead.removeprefix('redis://').removesuffix('/0')} is unavailable"
     try:
-        with pytest.raises(Unavailable):
+        with pytest.raises(Unavailable, match=named):
             await store.read_entities(["k"], store.read_arguments("customer", NAMES))
         event = random_event(SPEC.entity("customer"), "c1", int(time.time() * 1000),
                              random.Random(1), event_id="ev-1")
-        with pytest.raises(Unavailable):
+        with pytest.raises(Unavailable, match=named):
             await store.write_async([event])
     finally:
         await store.close()

@@ -4,6 +4,8 @@
 temporary folder on free ports, so a test may SIGKILL or SIGSTOP it without touching the
 session's broker. Stopped at the end of the module, also when a test failed (a broker left
 SIGSTOPped is resumed first so that it can be stopped).
+``common`` (function): settings under the test's own namespace; ``champion`` (function): the
+``churn`` champion registered in the test's registry.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from reliability_kit import PrivateBroker
+from reliability_kit import N_FEATURES, PrivateBroker
 
+from flywheel.common.registry import CHAMPION, ModelRegistry
 from flywheel.common.settings import CommonSettings
+from flywheel.inference.testing_models import feature_names, logistic_regression_onnx
 
 SPEC_PATH = Path(__file__).resolve().parents[3] / "flywheel.yaml"
 
@@ -36,3 +40,15 @@ def common(names, kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Commo
         namespace=names.namespace, kafka_bootstrap=kafka_bootstrap, redis_url=redis_url,
         spec_path=SPEC_PATH, registry_uri=str(tmp_path / "registry"), log_json=False,
     )
+
+
+@pytest.fixture
+def champion(common) -> None:
+    """`churn` (a logistic regression over N_FEATURES features of `customer`) registered as
+    the champion in the test's registry."""
+    registry = ModelRegistry(common.registry_uri)
+    meta = registry.register(
+        "churn", logistic_regression_onnx(N_FEATURES, seed=3), task=1, entity_type="customer",
+        feature_names=feature_names(N_FEATURES), output_names=["label", "probabilities"],
+    )
+    registry.promote("churn", meta.version, CHAMPION)

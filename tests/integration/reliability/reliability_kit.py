@@ -13,9 +13,28 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
+from flywheel.common.grpc.client import wait_for_serving_async
 from flywheel.common.kafka.producer import Producer
+from flywheel.common.settings import CommonSettings
+from flywheel.inference.app import InferenceApp
+from flywheel.inference.settings import InferenceSettings
 from flywheel.infra import InfraSettings, LocalInfra
 from flywheel.infra.local import InfraStatus
+
+# Features of the `churn` champion the inference tests register (see conftest's `champion`).
+N_FEATURES = 24
+
+
+async def start_inference(common: CommonSettings, settings: InferenceSettings) -> InferenceApp:
+    """The inference service in-process, SERVING (stopped again when it never gets there)."""
+    app = InferenceApp(common, settings)
+    try:
+        await app.start()
+        await wait_for_serving_async(f"127.0.0.1:{app.port}", 60.0)
+    except BaseException:
+        await app.stop()
+        raise
+    return app
 
 
 def report(test: str, **figures: object) -> None:

@@ -6,9 +6,11 @@ once, or holds every call until released, or never answers: the delay is the tes
   gets RESOURCE_EXHAUSTED at once (never UNKNOWN), the admitted ones succeed, a sustained
   load at twice the admitted concurrency sheds with RESOURCE_EXHAUSTED while the admitted
   calls keep their latency, and a plain call right after the burst succeeds.
-- Deadlines: a feature store slower than the caller's deadline gives DEADLINE_EXCEEDED in
-  time, the server's own call to the feature store is cancelled (its resources freed), and
-  the server serves the next call normally.
+- Deadlines: a feature store slower than the caller's deadline gives UNAVAILABLE naming it,
+  before that deadline (the server keeps a margin of the caller's time to answer in; see
+  flywheel.common.dependency), the server's own call to the feature store is cancelled (its
+  resources freed), and the server serves the next call normally. A caller deadline that
+  leaves no time to ask the feature store at all is DEADLINE_EXCEEDED: the caller's own.
 """
 
 from __future__ import annotations
@@ -21,13 +23,10 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from reliability_kit import report
+from reliability_kit import report, start_inference
 
-from flywheel.common.grpc.client import aio_channel, wait_for_serving_async
-from flywheel.common.registry import CHAMPION, ModelRegistry
-from flywheel.inference.app import InferenceApp
+from flywheel.common.grpc.client import aio_channel
 from flywheel.inference.settings import InferenceSettings
-from flywheel.inference.testing_models import feature_names, logistic_regression_onnx
 from flywheel.v1 import (
     common_pb2,
     features_pb2,
@@ -36,7 +35,6 @@ from flywheel.v1 import (
     prediction_pb2_grpc,
 )
 
-N_FEATURES = 24
 LIMIT = 4
 
 
@@ -83,27 +81,6 @@ async def stand_in() -> AsyncIterator[tuple[StandInFeatureStore, str]]:
     finally:
         servicer.gate.set()
         await server.stop(0)
-
-
-@pytest.fixture
-def champion(common) -> None:
-    registry = ModelRegistry(common.registry_uri)
-    meta = registry.register(
-        "churn", logistic_regression_onnx(N_FEATURES, seed=3), task=1, entity_type="customer",
-        feature_names=feature_names(N_FEATURES), output_names=["label", "probabilities"],
-    )
-    registry.promote("churn", meta.version, CHAMPION)
-
-
-async def start_inference(common, settings: InferenceSettings) -> InferenceApp:
-    app = InferenceApp(common, settings)
-    try:
-        await app.start()
-        await wait_for_serving_async(f"127.0.0.1:{app.port}", 60.0)
-    except BaseException:
-        await app.stop()
-        raise
-    return app
 
 
 def predict_request(entity_id: str) -> prediction_pb2.PredictRequest:
@@ -202,7 +179,17 @@ async def test_overload_sheds_with_resource_exhausted_and_recovers(common, champ
     assert recovery_code == "OK" and recovery_s < 1.0
 
 
-async def test_a_slow_feature_store_gives_deadline_exceeded_in_time(common, champion, stand_in):
+async def named_predict(stub, entity_id: str, timeout: float) -> tuple[str, str, float]:
+    """(status name, details, seconds) of a Predict expected to fail."""
+    started = time.monotonic()
+    try:
+        await stub.Predict(predict_request(entity_id), timeout=timeout)
+    except grpc.aio.AioRpcError as error:
+        return error.code().name, error.details() or "", time.monotonic() - started
+    return "OK", "", time.monotonic() - started
+
+
+async def test_a_slow_feature_store_is_unavailable_in_time(common, champion, stand_in):
     store, target = stand_in
     app = await start_inference(common, InferenceSettings(
         grpc_port=0, metrics_port=0, feature_store_target=target, feature_store_timeout_s=1.5))
@@ -212,10 +199,11 @@ async def test_a_slow_feature_store_gives_deadline_exceeded_in_time(common, cham
             stub = prediction_pb2_grpc.PredictionServiceStub(channel)
             store.gate.clear()  # the feature store never answers from now on
             # The caller's deadline is shorter than the server's own feature-store timeout,
-            # then longer: either way DEADLINE_EXCEEDED, by the earlier of the two.
+            # then longer: either way UNAVAILABLE naming the feature store, before the
+            # earlier of the two.
             for caller_deadline, expected_by in ((0.8, 0.8), (5.0, 1.5)):
                 cancelled_before = len(store.cancelled_after_s)
-                code, elapsed = await timed_predict(stub, "slow", caller_deadline)
+                code, details, elapsed = await named_predict(stub, "slow", caller_deadline)
                 deadline = time.monotonic() + 2
                 while len(store.cancelled_after_s) == cancelled_before \
                         and time.monotonic() < deadline:
@@ -223,10 +211,14 @@ async def test_a_slow_feature_store_gives_deadline_exceeded_in_time(common, cham
                 freed = store.cancelled_after_s[cancelled_before:]
                 outcomes.append((caller_deadline, code, round(elapsed, 3),
                                  round(freed[0], 3) if freed else None))
-                assert code == "DEADLINE_EXCEEDED", outcomes
-                assert elapsed < expected_by + 0.3, outcomes
+                assert code == "UNAVAILABLE", outcomes
+                assert details.startswith(f"the feature store at {target} did not answer"), details
+                assert elapsed < min(caller_deadline, expected_by + 0.3), outcomes
                 # The server gave up its own call to the feature store by then too.
                 assert freed and freed[0] < expected_by + 0.5, outcomes
+            # No time left to ask: the caller's own deadline, DEADLINE_EXCEEDED.
+            no_time = await named_predict(stub, "no-time", 0.001)
+            assert no_time[0] == "DEADLINE_EXCEEDED", no_time
             store.gate.set()
             after_code, after_s = await timed_predict(stub, "after", 5.0)
     finally:

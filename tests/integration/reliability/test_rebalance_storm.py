@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, TopicPartition
 from reliability_kit import report
 
 from flywheel.bench.workload import random_event
+from flywheel.common.dependency import redis_dependency
 from flywheel.common.kafka.admin import ensure_topics
 from flywheel.common.kafka.consumer import ConsumerWorker
 from flywheel.common.kafka.producer import Producer
@@ -79,7 +80,8 @@ class Member:
         self.redis = redis.Redis.from_url(common.redis_url)
         online = OnlineStore(KeySpace(common.redis_key_prefix), self.redis,
                              aioredis.Redis.from_url(common.redis_url),
-                             layouts_of(spec.entities))
+                             layouts_of(spec.entities),
+                             redis=redis_dependency(common.redis_url, common.redis_timeout_s))
         entity = spec.entity("customer")
         store = FeatureStore(
             EventValidator(spec), online,

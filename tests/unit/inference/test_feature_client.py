@@ -1,10 +1,16 @@
-"""Coalescing of concurrent feature fetches: one call for many fetches, each its own rows."""
+"""Coalescing of concurrent feature fetches: one call for many fetches, each its own rows;
+each fetch answered within its caller's deadline, a store that does not answer named."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
-from flywheel.common.errors import Unavailable
+import grpc
+import pytest
+
+from flywheel.common.context import deadline_var
+from flywheel.common.errors import DeadlineExceeded, FailedPrecondition, Unavailable
 from flywheel.inference.feature_client import FeatureStoreClient
 from flywheel.inference.predictor import StoredEntity
 
@@ -14,7 +20,7 @@ class FakeStore:
         self.calls: list[list[str]] = []
         self.fail = fail
 
-    async def __call__(self, entity_type, entity_ids, feature_names):
+    async def __call__(self, entity_type, entity_ids, feature_names, timeout_s):
         self.calls.append(list(entity_ids))
         await asyncio.sleep(0.01)
         if self.fail:
@@ -62,3 +68,85 @@ async def test_the_id_limit_splits_calls():
     assert all(len(call) <= 4 for call in store.calls)
     assert sorted(e for call in store.calls for e in call) == sorted(
         [f"e{i}" for i in range(6)] + [f"k{i}" for i in range(6)])
+
+
+class StalledStore:
+    """A feature store that never answers: each call lasts its whole timeout, then fails as
+    the gRPC client does (DEADLINE_EXCEEDED, mapped by the client)."""
+
+    def __init__(self, features: FeatureStoreClient) -> None:
+        self.timeouts: list[float] = []
+        self._features = features
+
+    async def __call__(self, entity_type, entity_ids, feature_names, timeout_s):
+        self.timeouts.append(timeout_s)
+        await asyncio.sleep(timeout_s)
+        raise self._features._dependency.did_not_answer(timeout_s)
+
+
+def stalled(**kwargs) -> tuple[FeatureStoreClient, StalledStore]:
+    made = FeatureStoreClient("127.0.0.1:1", 2.0, 1 << 20, **kwargs)
+    store = StalledStore(made)
+    made._call = store  # type: ignore[method-assign]
+    return made, store
+
+
+async def fetch_within(features: FeatureStoreClient, entity_id: str, deadline_s: float | None):
+    """A fetch made by a caller with `deadline_s` left (None: no deadline); (error, seconds)."""
+    if deadline_s is not None:
+        deadline_var.set(time.monotonic() + deadline_s)  # this task's own context
+    started = time.monotonic()
+    try:
+        await features.fetch("customer", [entity_id], ["f"])
+    except Exception as error:  # noqa: BLE001 - the outcome is what the test looks at
+        return error, time.monotonic() - started
+    raise AssertionError("a stalled store answered")
+
+
+async def test_a_stalled_store_is_unavailable_to_each_fetch_within_its_own_deadline():
+    features, store = stalled()
+    short, long, unbounded = await asyncio.gather(
+        fetch_within(features, "e1", 0.4), fetch_within(features, "e2", 1.5),
+        fetch_within(features, "e3", None))
+    assert len(store.timeouts) == 1  # one shared call, as long as the latest fetch may wait
+    assert store.timeouts[0] == pytest.approx(2.0, abs=0.05)
+    for (error, took), deadline in ((short, 0.4), (long, 1.5), (unbounded, 2.2)):
+        assert isinstance(error, Unavailable), error
+        assert error.message.startswith("the feature store at 127.0.0.1:1 did not answer within")
+        assert took < deadline
+
+
+async def test_a_fetch_queued_behind_a_call_in_flight_is_answered_at_its_deadline():
+    features, store = stalled(max_calls_in_flight=1)
+    first = asyncio.create_task(fetch_within(features, "e1", None))
+    await asyncio.sleep(0.05)  # its call is in flight
+    error, took = await fetch_within(features, "e2", 0.3)
+    assert isinstance(error, Unavailable) and took < 0.3
+    assert len(store.timeouts) == 1  # never sent: it gave up while queued
+    first.cancel()
+
+
+async def test_a_caller_without_time_left_is_deadline_exceeded_without_a_call():
+    features, store = stalled()
+    error, _ = await fetch_within(features, "e1", -0.01)
+    assert isinstance(error, DeadlineExceeded)
+    assert store.timeouts == []
+
+
+async def test_the_stores_statuses_map_to_what_the_caller_should_hear():
+    features = FeatureStoreClient("127.0.0.1:1", 2.0, 1 << 20)
+
+    def status(code, details):
+        return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+    late = features._error_of(status(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"), 1.8)
+    assert isinstance(late, Unavailable)
+    assert late.message == "the feature store at 127.0.0.1:1 did not answer within 1.8 s"
+    down = features._error_of(status(grpc.StatusCode.UNAVAILABLE,
+                                     "Redis at 127.0.0.1:7 did not answer within 1.6 s"), 1.8)
+    assert isinstance(down, Unavailable)
+    assert down.message == ("the feature store at 127.0.0.1:1 is unavailable: "
+                            "Redis at 127.0.0.1:7 did not answer within 1.6 s")
+    refused = features._error_of(status(grpc.StatusCode.INVALID_ARGUMENT, "feature_names: x"), 1)
+    assert isinstance(refused, FailedPrecondition)
+    await features.close()

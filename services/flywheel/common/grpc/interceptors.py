@@ -1,5 +1,8 @@
-"""Every service method's common behaviour: admission, request id in, domain errors mapped to
-status codes out.
+"""Every service method's common behaviour: admission, request id and deadline in, domain
+errors mapped to status codes out.
+
+The caller's deadline goes into `flywheel.common.context.deadline_var`, so that the domain
+code bounds its waits on dependencies by it (`flywheel.common.dependency`).
 
 This is the one mapping from `FlywheelError.code` to a gRPC status. Anything else raised by a
 servicer is logged with its request id and answered INTERNAL without internals.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
@@ -32,6 +36,7 @@ from google.protobuf.message import DecodeError
 from grpc.aio import AbortError
 
 from flywheel.common.context import (
+    deadline_var,
     new_request_id,
     request_id_var,
     traceparent_var,
@@ -53,7 +58,9 @@ def status_of(error: FlywheelError) -> grpc.StatusCode:
     return grpc.StatusCode[error.code]
 
 
-def _enter_context(context: grpc.aio.ServicerContext) -> tuple[Any, Any]:
+def _enter_context(context: grpc.aio.ServicerContext) -> tuple[Any, Any, Any]:
+    """The call's request id, trace parent and deadline into the context (see
+    `flywheel.common.context`); their tokens, for `_leave_context`."""
     request_id = traceparent = ""
     for key, value in context.invocation_metadata() or ():
         # A repeated key: the last one wins (as it did with a dict of the pairs).
@@ -65,10 +72,21 @@ def _enter_context(context: grpc.aio.ServicerContext) -> tuple[Any, Any]:
         request_id = new_request_id()
     if traceparent and not valid_traceparent(traceparent):
         traceparent = ""
-    token_r = request_id_var.set(request_id)
-    token_t = traceparent_var.set(traceparent)
+    remaining = context.time_remaining()
+    tokens = (
+        request_id_var.set(request_id),
+        traceparent_var.set(traceparent),
+        deadline_var.set(None if remaining is None else time.monotonic() + remaining),
+    )
     context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
-    return token_r, token_t
+    return tokens
+
+
+def _leave_context(tokens: tuple[Any, Any, Any]) -> None:
+    token_r, token_t, token_d = tokens
+    request_id_var.reset(token_r)
+    traceparent_var.reset(token_t)
+    deadline_var.reset(token_d)
 
 
 async def _fail(context: grpc.aio.ServicerContext, error: BaseException, method: str) -> None:
@@ -117,7 +135,7 @@ def _wrap_unary_response(
     async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
         if not admission.try_enter():
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, admission.refusal)
-        token_r, token_t = _enter_context(context)
+        tokens = _enter_context(context)
         try:
             if decode is not None:
                 request_or_iterator = decode(request_or_iterator)
@@ -128,8 +146,7 @@ def _wrap_unary_response(
             await _fail(context, error, method)
         finally:
             admission.leave()
-            request_id_var.reset(token_r)
-            traceparent_var.reset(token_t)
+            _leave_context(tokens)
 
     return handler
 
@@ -145,7 +162,7 @@ def _wrap_stream_response(
     async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator:
         if not admission.try_enter():
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, admission.refusal)
-        token_r, token_t = _enter_context(context)
+        tokens = _enter_context(context)
         try:
             if decode is not None:
                 request_or_iterator = decode(request_or_iterator)
@@ -157,8 +174,7 @@ def _wrap_stream_response(
             await _fail(context, error, method)
         finally:
             admission.leave()
-            request_id_var.reset(token_r)
-            traceparent_var.reset(token_t)
+            _leave_context(tokens)
 
     return handler
 
