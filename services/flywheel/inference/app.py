@@ -56,7 +56,8 @@ class InferenceApp:
             max_artifact_bytes=settings.max_artifact_bytes,
             warmup_rows=settings.warmup_rows,
         )
-        self.store = ModelStore(self.registry, self._load, self._make_batcher)
+        self.store = ModelStore(self.registry, self._load, self._make_batcher,
+                                max_pinned=settings.max_pinned_versions)
         self.readiness: Readiness | None = None
         self.server: GrpcServer | None = None
 
