@@ -74,10 +74,14 @@ def plan(request: Request, spec: FlywheelSpec | None, *, max_bytes: int, user: s
     data = _read_limited(path, max_bytes, "the artifact")
     try:
         model = onnx.load_model_from_string(data)
-        onnx.checker.check_model(model)
     except Exception as error:  # noqa: BLE001 - reported to the user as one line
-        raise RegistrationError(f"{path} is not a valid ONNX model: {error}") from None
+        raise RegistrationError(f"{path} is not an ONNX model: {error}") from None
     files = _external_files(model, path, max_bytes - len(data))
+    try:
+        # With external data the checker must see the file, to find its (checked) neighbours.
+        onnx.checker.check_model(str(path) if files else model)
+    except Exception as error:  # noqa: BLE001 - onnx raises several types
+        raise RegistrationError(f"{path} is not a valid ONNX model: {error}") from None
     declared = _spec_model(spec, request.name)
     entity_type = request.entity_type or (declared.entity_type if declared else "customer")
     task = Task(request.task) if request.task else (
