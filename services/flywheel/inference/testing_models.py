@@ -8,7 +8,8 @@ with the same input and outputs, heavy enough per row for an accelerator to matt
 `scored_onnx(inputs, weights, bias, head)` builds a model a user might bring: several inputs
 of any numeric type and rank ([rows] or [rows, k]), their columns joined in order into one
 linear score p = sigmoid(x @ weights + bias), answered as one score per row ([rows, 1] or
-[rows]) or as "label" and "probabilities"; `scored_reference` computes the same p in numpy.
+[rows]) or as "label" and "probabilities"; `scored_reference` computes the same p in numpy;
+`save_with_external_weights` stores its weights as external data.
 `flip_byte` makes a corrupt copy of an artifact.
 """
 
@@ -145,6 +146,28 @@ def scored_reference(columns: np.ndarray, weights: list[float], bias: float = 0.
     """p per row of `columns` (every input's columns joined, in order), as scored_onnx does."""
     logit = columns.astype(np.float32) @ np.asarray(weights, np.float32) + np.float32(bias)
     return 1.0 / (1.0 + np.exp(-logit))
+
+
+def save_with_external_weights(model, path, location: str, tensor: str = "scored_w") -> None:
+    """Writes `model` to `path` with `tensor`'s data in the file `location` names (relative to
+    the model's folder; the data is written only where that stays inside the folder, so a
+    reference that escapes it can be made too). The small constants (axes) stay inline: ONNX
+    Runtime's shape inference reads those from the model itself."""
+    from pathlib import Path
+
+    from onnx.external_data_helper import set_external_data
+
+    path = Path(path)
+    model = model.__class__.FromString(model.SerializeToString())
+    weights = next(t for t in model.graph.initializer if t.name == tensor)
+    data = weights.raw_data
+    target = path.parent / location
+    if not Path(location).is_absolute() and ".." not in Path(location).parts:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    set_external_data(weights, location=location, offset=0, length=len(data))
+    weights.ClearField("raw_data")
+    path.write_bytes(model.SerializeToString())
 
 
 def flip_byte(data: bytes, position: int | None = None) -> bytes:

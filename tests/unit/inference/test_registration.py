@@ -13,7 +13,12 @@ from onnx import TensorProto
 
 from flywheel.common.spec import load_spec
 from flywheel.inference.registration import RegistrationError, Request, plan
-from flywheel.inference.testing_models import CLASSES, SCORE_FLAT, scored_onnx
+from flywheel.inference.testing_models import (
+    CLASSES,
+    SCORE_FLAT,
+    save_with_external_weights,
+    scored_onnx,
+)
 from flywheel.v1 import common_pb2
 
 SPEC = load_spec(Path(__file__).resolve().parents[3] / "flywheel.yaml")
@@ -71,22 +76,14 @@ def _external(tmp_path: Path, location: str) -> Path:
     """A model whose weights live in `location` (written there when it stays in the folder)."""
     model = scored_onnx([("features", (None, 2), TensorProto.FLOAT)], [0.5, -0.5], 0.0, CLASSES)
     path = tmp_path / "big.onnx"
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="weights.bin", size_threshold=0)
-    if location != "weights.bin":
-        loaded = onnx.load(str(path), load_external_data=False)
-        for tensor in loaded.graph.initializer:
-            for entry in tensor.external_data:
-                if entry.key == "location":
-                    entry.value = location
-        path.write_bytes(loaded.SerializeToString())
+    save_with_external_weights(model, path, location)
     return path
 
 
 def test_external_data_files_are_registered_with_the_model(tmp_path):
-    path = _external(tmp_path, "weights.bin")
+    path = _external(tmp_path, "data/weights.bin")
     planned = _plan(path, spec=None, features=["a", "b"])
-    assert planned.files == {"weights.bin": (tmp_path / "weights.bin").read_bytes()}
+    assert planned.files == {"data/weights.bin": (tmp_path / "data" / "weights.bin").read_bytes()}
     assert planned.artifact == path.read_bytes()
 
 
