@@ -40,14 +40,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.set_defaults(handler=_list)
 
     reg = commands.add_parser(
-        "register", help="register an ONNX model made elsewhere (bring your own model)"
+        "register", help="register an ONNX model made elsewhere (bring your own model)",
+        description="Registers an ONNX model (with its external-data files) as the next version "
+        "of a model. Its inputs are bound to features (see --input), its outputs read by the "
+        "output rule of the README's 'Bring your own model'.",
     )
-    reg.add_argument("artifact", type=Path, help="the .onnx file")
+    reg.add_argument("artifact", type=Path, help="the .onnx file (its external-data files, if "
+                     "any, beside it as the model names them)")
     reg.add_argument("--name", required=True, help="model name, e.g. churn")
-    reg.add_argument("--features", required=True,
-                     help="comma-separated input feature names, in the model's column order")
-    reg.add_argument("--entity-type", default="customer", help="entity type of the features")
-    reg.add_argument("--task", choices=TASKS, default="binary_classification")
+    reg.add_argument("--features",
+                     help="comma-separated feature names the model reads, in the order they are "
+                     "read from the store and logged (default: the spec's model of this name, "
+                     "else the features of the --input mappings)")
+    reg.add_argument("--input", action="append", default=[], metavar="NAME=F1[,F2...]",
+                     help="ONNX input NAME reads these features, in its column order; repeat per "
+                     "input (default: an input named after a feature reads it; a single input "
+                     "reads every feature in order)")
+    reg.add_argument("--entity-type", help="entity type of the features (default: the spec's "
+                     "model's, else customer)")
+    reg.add_argument("--task", choices=TASKS,
+                     help="default: the spec's model's, else binary_classification")
+    reg.add_argument("--threshold", type=float, default=0.0,
+                     help="a binary classifier whose output is one score per row: class 1 when "
+                     "the score is at least this (default 0.5)")
     reg.add_argument("--promote", action="store_true", help="make it the champion at once")
     reg.add_argument("--shadow", action="store_true", help="score it in shadow of the champion")
     reg.add_argument("--no-announce", action="store_true",
@@ -201,6 +216,15 @@ def _version_json(meta) -> dict:
         "metrics": dict(meta.metrics),
         "created_at_unix_ms": meta.created_at_unix_ms,
         "artifact_uri": meta.artifact_uri,
+        "inputs": {b.input_name: list(b.feature_names) for b in meta.inputs},
+        "vocabularies": {k: list(v.values) for k, v in meta.vocabularies.items()},
+        "score_threshold": meta.score_threshold,
+        "provenance": {
+            "source_sha256": meta.provenance.source_sha256,
+            "source_path": meta.provenance.source_path,
+            "registered_by": meta.provenance.registered_by,
+            "registered_at_unix_ms": meta.provenance.registered_at_unix_ms,
+        } if meta.HasField("provenance") else None,
     }
 
 
@@ -233,50 +257,51 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_artifact(path: Path, width: int) -> list[str]:
-    """The model must load as ONNX, pass the checker and take one [rows, width] input."""
-    import onnx
+def _registration(args: argparse.Namespace, settings):
+    """The checked registration of args.artifact (nothing written yet)."""
+    import getpass
+    import time
 
+    from flywheel.common.spec import load_spec
+    from flywheel.inference import registration
+    from flywheel.inference.settings import InferenceSettings
+
+    spec = None
+    if Path(settings.spec_path).is_file():
+        try:
+            spec = load_spec(settings.spec_path)
+        except ValueError as error:
+            raise CommandError(f"the spec {settings.spec_path} is invalid: {error}") from None
+    request = registration.Request(
+        artifact=args.artifact, name=args.name,
+        features=[f.strip() for f in (args.features or "").split(",") if f.strip()],
+        mappings=args.input, entity_type=args.entity_type or "", task=args.task or "",
+        threshold=args.threshold,
+    )
     try:
-        model = onnx.load(str(path), load_external_data=False)
-        onnx.checker.check_model(model)
-    except Exception as error:  # noqa: BLE001 - reported to the user as one line
-        raise CommandError(f"{path} is not a valid ONNX model: {error}") from None
-    initializers = {t.name for t in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise CommandError(f"{path} has {len(inputs)} inputs; one feature matrix is expected")
-    dims = inputs[0].type.tensor_type.shape.dim
-    if len(dims) != 2 or (dims[1].HasField("dim_value") and dims[1].dim_value != width):
-        shape = [d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in dims]
-        raise CommandError(
-            f"input {inputs[0].name!r} has shape {shape}; expected [rows, {width}] "
-            f"for {width} features"
+        return registration.plan(
+            request, spec, max_bytes=InferenceSettings().max_artifact_bytes,
+            user=getpass.getuser(), now_ms=int(time.time() * 1000),
         )
-    return [o.name for o in model.graph.output]
+    except registration.RegistrationError as error:
+        raise CommandError(str(error)) from None
 
 
 def _register(args: argparse.Namespace) -> int:
     from flywheel.common.registry import CHAMPION, SHADOW
-    from flywheel.v1 import common_pb2
 
-    features = [f.strip() for f in args.features.split(",") if f.strip()]
-    if not features:
-        raise CommandError("--features needs at least one name")
-    if not args.artifact.is_file():
-        raise CommandError(f"{args.artifact} is not a file")
     if args.promote and args.shadow:
         raise CommandError("choose --promote or --shadow, not both")
     if args.no_announce and (args.promote or args.shadow):
         raise CommandError("an alias change is always announced: drop --no-announce")
-    outputs = _check_artifact(args.artifact, len(features))
     settings = _settings(args)
+    plan = _registration(args, settings)
     registry = _registry(settings)
     with reported(_flywheel_errors()):
         meta = registry.register(
-            args.name, args.artifact,
-            task=common_pb2.ModelTask.Value(f"MODEL_TASK_{args.task.upper()}"),
-            entity_type=args.entity_type, feature_names=features, output_names=outputs,
+            args.name, plan.artifact, task=plan.task, entity_type=plan.entity_type,
+            feature_names=plan.features, output_names=plan.outputs, lineage=plan.lineage,
+            files=plan.files, details=plan.details,
         )
         if args.promote or args.shadow:
             with _alias_writer(settings, registry) as writer:

@@ -65,6 +65,7 @@ class InferenceApp:
             self.registry,
             reporting(self._load, self._report_load, f"{socket.gethostname()}:{os.getpid()}"),
             self._make_batcher,
+            max_pinned=settings.max_pinned_versions,
         )
         self.readiness: Readiness | None = None
         self.server: GrpcServer | None = None

@@ -42,7 +42,10 @@ FOUND = features_pb2.FEATURE_STATUS_FOUND
 _DEADLINE_SLACK_S = 0.005
 
 
-def numeric(value: common_pb2.FeatureValue) -> float | None:
+def plain(value: common_pb2.FeatureValue) -> float | str | None:
+    """A stored value as the predictor reads it: int64 and bool as numbers (bool as 0 or 1),
+    a string as itself (a categorical feature's value, encoded by the version that reads it),
+    None when unset."""
     kind = value.WhichOneof("kind")
     if kind == "double_value":
         return value.double_value
@@ -50,6 +53,8 @@ def numeric(value: common_pb2.FeatureValue) -> float | None:
         return float(value.int64_value)
     if kind == "bool_value":
         return 1.0 if value.bool_value else 0.0
+    if kind == "string_value":
+        return value.string_value
     return None
 
 
@@ -214,7 +219,7 @@ class FeatureStoreClient:
                 result.append(StoredEntity(entity_id, False, ()))
             else:
                 result.append(StoredEntity(entity_id, True, [
-                    v.double_value if v.HasField("double_value") else numeric(v)
+                    v.double_value if v.HasField("double_value") else plain(v)
                     for v in entity.values
                 ]))
         return result

@@ -5,8 +5,10 @@ file inside its version folder (no symlink), within the size limit, its bytes ha
 registry's sha256, they parse as ONNX and pass `onnx.checker`, and every external-data
 reference stays inside the version folder (no traversal, no symlink, no absolute path). Only
 then is the session created (from the verified bytes themselves when the model has no
-external data, so the file cannot change between check and load), its signature checked
-against the metadata, and a dummy batch run through it.
+external data, so the file cannot change between check and load), its inputs checked
+against the version's bindings (flywheel.inference.bindings), a dummy batch run through it,
+and its outputs matched to the output rule (flywheel.inference.outputs). A version that fails
+any step is refused and never replaces the one serving.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import hashlib
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,9 @@ from prometheus_client import Counter
 
 from flywheel.common.errors import ArtifactRejected
 from flywheel.common.registry import ModelRegistry
+from flywheel.inference.bindings import BindingError, FeedLayout, layout_for
+from flywheel.inference.external_data import escapes, external_locations
+from flywheel.inference.outputs import OutputRule, UnusableOutputs
 from flywheel.inference.runtime import Session, Signature, UnsupportedModel
 from flywheel.v1 import common_pb2
 
@@ -52,6 +57,10 @@ class LoadedModel:
     # Rows of several requests may be stacked into one run (first dimensions are variable
     # and the warm-up proved that outputs follow the row count).
     batchable: bool
+    # A registry version (one with feature names): how its rows feed the inputs, and how
+    # its outputs become predictions. None for a bare tensor model.
+    layout: FeedLayout | None = None
+    outputs: OutputRule | None = None
 
     @property
     def signature(self) -> Signature:
@@ -104,14 +113,15 @@ class Loader:
             session = self._session_factory(str(path) if external else data)
         except Exception as error:  # noqa: BLE001 - ONNX Runtime raises its own types
             raise Rejected("session", f"ONNX Runtime could not load the model: {error}") from None
-        _check_signature(meta, session.signature)
-        batchable = self._warm_up(session)
+        layout = _check_inputs(meta, session.signature)
+        batchable, samples = self._warm_up(session)
+        rule = _output_rule(meta, samples)
         log.info(
             "loaded %s v%d", meta.model_name, meta.version,
             extra={"model": meta.model_name, "version": meta.version,
                    "providers": list(session.providers), "batchable": batchable},
         )
-        return LoadedModel(meta, session, batchable)
+        return LoadedModel(meta, session, batchable, layout, rule)
 
     # -- the checks --------------------------------------------------------------------------
 
@@ -151,20 +161,15 @@ class Loader:
         root = folder.resolve()
         total = size
         seen: set[Path] = set()
-        for tensor in _all_tensors(model):
-            if tensor.data_location != onnx.TensorProto.EXTERNAL:
-                continue
-            entries = {e.key: e.value for e in tensor.external_data}
-            location = entries.get("location", "")
-            relative = Path(location)
-            if not location or relative.is_absolute() or ".." in relative.parts:
+        for tensor_name, location in external_locations(model):
+            if escapes(location):
                 raise Rejected(
                     "external_data",
-                    f"tensor {tensor.name!r} points outside its folder ({location!r})",
+                    f"tensor {tensor_name!r} points outside its folder ({location!r})",
                 )
-            target = folder / relative
+            target = folder / location
             if not target.resolve().is_relative_to(root):
-                raise Rejected("external_data", f"tensor {tensor.name!r} escapes its folder")
+                raise Rejected("external_data", f"tensor {tensor_name!r} escapes its folder")
             try:
                 mode = os.lstat(target).st_mode
             except FileNotFoundError:
@@ -178,7 +183,8 @@ class Loader:
                 raise Rejected("size", f"artifact with external data is over {self._max_bytes}")
         return bool(seen)
 
-    def _warm_up(self, session: Session) -> bool:
+    def _warm_up(self, session: Session) -> tuple[bool, list[np.ndarray]]:
+        """(batchable, the warm-up's outputs)."""
         rows = self._warmup_rows
         feeds = {spec.name: _dummy(spec.dtype, spec.shape, rows) for spec in session.signature.inputs}
         try:
@@ -186,26 +192,30 @@ class Loader:
         except Exception as error:  # noqa: BLE001
             raise Rejected("warmup", f"the warm-up run failed: {error}") from None
         if not session.signature.batchable:
-            return False
-        return all(out.ndim >= 1 and out.shape[0] == rows for out in outputs)
+            return False, outputs
+        return all(out.ndim >= 1 and out.shape[0] == rows for out in outputs), outputs
 
 
-def _check_signature(meta: common_pb2.ModelVersion, signature: Signature) -> None:
-    """A registry model answers Predict: one float input [rows, len(feature_names)]."""
+def _check_inputs(meta: common_pb2.ModelVersion, signature: Signature) -> FeedLayout | None:
+    """A registry model answers Predict: its inputs must take the version's features as
+    bound (one matrix of every feature when the version binds none)."""
     if not meta.feature_names:
-        return
-    if len(signature.inputs) != 1:
-        raise Rejected("signature", f"expected one input tensor, found {len(signature.inputs)}")
-    spec = signature.inputs[0]
-    width = len(meta.feature_names)
-    if spec.dtype.kind != "f" or len(spec.shape) != 2 or spec.shape[1] not in (-1, width):
-        raise Rejected(
-            "signature",
-            f"input {spec.name!r} is {spec.datatype}{list(spec.shape)}; expected a float "
-            f"matrix with {width} columns (one per feature name)",
-        )
+        return None
     if not signature.outputs:
         raise Rejected("signature", "the model has no outputs")
+    try:
+        return layout_for(meta, signature)
+    except BindingError as error:
+        raise Rejected("signature", str(error)) from None
+
+
+def _output_rule(meta: common_pb2.ModelVersion, samples: list[np.ndarray]) -> OutputRule | None:
+    if not meta.feature_names:
+        return None
+    try:
+        return OutputRule.of(meta.task, samples, meta.score_threshold)
+    except UnusableOutputs as error:
+        raise Rejected("signature", str(error)) from None
 
 
 def _dummy(dtype: np.dtype, shape: tuple[int, ...], rows: int) -> np.ndarray:
@@ -213,36 +223,6 @@ def _dummy(dtype: np.dtype, shape: tuple[int, ...], rows: int) -> np.ndarray:
     if dtype == np.object_:
         return np.full(dims, "", dtype=object)
     return np.zeros(dims, dtype=dtype)
-
-
-def _all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
-    yield from _graph_tensors(model.graph)
-    for function in model.functions:
-        for node in function.node:
-            yield from _node_tensors(node)
-
-
-def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    for node in graph.node:
-        yield from _node_tensors(node)
-
-
-def _node_tensors(node: onnx.NodeProto) -> Iterator[onnx.TensorProto]:
-    for attribute in node.attribute:
-        if attribute.HasField("t"):
-            yield attribute.t
-        yield from attribute.tensors
-        if attribute.HasField("sparse_tensor"):
-            yield attribute.sparse_tensor.values
-            yield attribute.sparse_tensor.indices
-        if attribute.HasField("g"):
-            yield from _graph_tensors(attribute.g)
-        for graph in attribute.graphs:
-            yield from _graph_tensors(graph)
 
 
 def session_factory(

@@ -6,6 +6,12 @@ so a request sees either the old state or the new one, never a mix. Each request
 `ServedVersion` it resolved for its whole life: a retired version's session and batcher stay
 alive (plain references) until the last request on it has answered, and every response names
 exactly the version that produced it.
+
+A request that names another registered version (pinned) gets it from `PinnedVersions`:
+loaded on demand through the same loader (the same checks, the same refusals), at most
+`max_pinned` resident, least recently used evicted. Unknown version: NOT_FOUND; a version the
+registry marks refused, or one whose artifact fails the checks: FAILED_PRECONDITION with the
+reason. Pinned versions never change what champion and shadow serve.
 """
 
 from __future__ import annotations
@@ -17,10 +23,11 @@ from dataclasses import dataclass
 
 from prometheus_client import Gauge
 
-from flywheel.common.errors import NotFound, Unavailable
+from flywheel.common.errors import FailedPrecondition, FlywheelError, NotFound, Unavailable
 from flywheel.common.registry import CHAMPION, SHADOW, ModelRegistry
 from flywheel.inference.batcher import Batcher
 from flywheel.inference.loader import LoadedModel, Rejected
+from flywheel.inference.pinned import PinnedVersions
 from flywheel.v1 import common_pb2
 
 log = logging.getLogger("flywheel.inference.models")
@@ -62,17 +69,21 @@ class ModelState:
         return {s.version: s for s in (self.champion, self.shadow) if s is not None}
 
 
+_NONE = ModelState()
 LoadFn = Callable[[common_pb2.ModelVersion], Awaitable[LoadedModel]]
 BatcherFactory = Callable[[LoadedModel], Batcher]
 
 
 class ModelStore:
     def __init__(
-        self, registry: ModelRegistry, load: LoadFn, make_batcher: BatcherFactory
+        self, registry: ModelRegistry, load: LoadFn, make_batcher: BatcherFactory,
+        *, max_pinned: int = 4,
     ) -> None:
         self._registry = registry
         self._load = load
         self._make_batcher = make_batcher
+        self._pinned: PinnedVersions[ServedVersion] | None = (
+            PinnedVersions(max_pinned, self._load_pinned) if max_pinned > 0 else None)
         self._models: dict[str, ModelState] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         # Until the registry's models were loaded once, "unknown" may only mean "not yet".
@@ -87,6 +98,10 @@ class ModelStore:
 
     def model_names(self) -> list[str]:
         return sorted(n for n, s in self._models.items() if s.champion or s.shadow)
+
+    def current(self, name: str) -> ModelState:
+        """The model's champion and shadow now (both None for a model not served)."""
+        return self._models.get(name) or _NONE
 
     def state(self, name: str) -> ModelState:
         state = self._models.get(name)
@@ -113,6 +128,63 @@ class ModelStore:
         if served is None:
             raise Unavailable(f"model {name!r} has no {alias} version loaded")
         return served
+
+    async def acquire(self, name: str, version: int = 0, alias: str = CHAMPION) -> ServedVersion:
+        """`resolve`, except that a `version` neither champion nor shadow is served pinned
+        (loaded now when it is not resident)."""
+        if not version:
+            return self.resolve(name, 0, alias)
+        state = self._models.get(name)
+        if state is not None:
+            for served in (state.champion, state.shadow):
+                if served is not None and served.version == version:
+                    return served
+        if self._pinned is None:
+            raise FailedPrecondition(
+                f"model {name!r} version {version} is neither champion nor shadow, and "
+                "loading other versions on demand is off (max_pinned_versions is 0)",
+                field="version")
+        return await self._pinned.get(name, version)
+
+    def resident(self, name: str, version: int) -> ServedVersion | None:
+        """The version when it is loaded (champion, shadow or pinned); never loads."""
+        state = self._models.get(name)
+        if state is not None:
+            served = state.by_version().get(version)
+            if served is not None:
+                return served
+        return self._pinned.peek(name, version) if self._pinned is not None else None
+
+    def served_versions(self, name: str) -> list[int]:
+        """Every version of `name` loaded now: champion, shadow and pinned."""
+        state = self._models.get(name)
+        loaded = set(state.by_version()) if state is not None else set()
+        if self._pinned is not None:
+            loaded.update(self._pinned.resident(name))
+        return sorted(loaded)
+
+    async def _load_pinned(self, name: str, version: int) -> ServedVersion:
+        meta = await asyncio.to_thread(self._registry.get, name, version)
+        if meta.status == common_pb2.MODEL_VERSION_STATUS_REFUSED:
+            raise FailedPrecondition(
+                f"model {name!r} version {version} was refused: {meta.status_reason or 'no reason given'}",
+                field="version")
+        try:
+            model = await self._load(meta)
+        except Rejected as error:
+            raise FailedPrecondition(
+                f"model {name!r} version {version} was refused: {error.message}",
+                field="version") from None
+        except FlywheelError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a timeout or I/O error: worth a retry
+            log.error("could not load %s v%d on demand: %s", name, version, error)
+            raise Unavailable(
+                f"model {name!r} version {version} could not be loaded now ({type(error).__name__}); "
+                "retry shortly", field="version") from None
+        log.info("pinned %s v%d loaded on demand", name, version,
+                 extra={"model": name, "version": version})
+        return ServedVersion(model, self._make_batcher(model))
 
     # -- changing ----------------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """gRPC adapter of `inference.GRPCInferenceService` (the Open Inference Protocol).
 
-Versions are decimal strings; an empty version means the champion. Unknown model or
-version: NOT_FOUND; a request that does not match the model's signature: INVALID_ARGUMENT;
+Versions are decimal strings; an empty version means the champion. Another registered
+version is loaded on demand for the request that names it (pinned; see model_store), and
+ModelReady is true for a version loaded now. Unknown model or version: NOT_FOUND; a version
+refused at load: FAILED_PRECONDITION; a request that does not match the model's signature: INVALID_ARGUMENT;
 no model loaded yet: UNAVAILABLE; a message over the size limit is refused by gRPC itself
 with RESOURCE_EXHAUSTED. ModelInfer is a raw tensor endpoint: it is not logged to the
 predictions topic (Predict is the logged, entity-keyed path).
@@ -59,14 +61,18 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
 
     async def ModelReady(self, request, context: grpc.aio.ServicerContext):
         try:
-            self._store.resolve(request.name, parse_version(request.version))
+            version = parse_version(request.version)
+            if version:
+                ready = self._store.resident(request.name, version) is not None
+            else:
+                ready = self._store.resolve(request.name) is not None
         except FlywheelError:
             return _MODEL_NOT_READY
-        return _MODEL_READY
+        return _MODEL_READY if ready else _MODEL_NOT_READY
 
     async def ModelMetadata(self, request, context: grpc.aio.ServicerContext):
-        served = self._store.resolve(request.name, parse_version(request.version))
-        versions = sorted(self._store.state(request.name).by_version())
+        served = await self._store.acquire(request.name, parse_version(request.version))
+        versions = self._store.served_versions(request.name)
         signature = served.loaded.signature
         return oip.ModelMetadataResponse(
             name=request.name,
@@ -82,7 +88,8 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
         if not name:
             raise InvalidArgument("model_name is required", field="model_name")
         version = request.model_version
-        served = self._store.resolve(name, parse_version(version) if version else 0)
+        served = (await self._store.acquire(name, parse_version(version)) if version
+                  else self._store.resolve(name))
         signature = served.loaded.signature
         plan = plan_of(signature)
         decoded = decode_request(request, signature, plan)

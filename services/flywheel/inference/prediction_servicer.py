@@ -1,14 +1,15 @@
 """gRPC adapter of `flywheel.v1.PredictionService`.
 
-Predict(model = "name" or "name@alias", version = 0 or a served version, entity_ids or rows):
-one RowPrediction per input row, in order. A row the store cannot fill is not an error of
-the call: ENTITY_NOT_FOUND (no features stored for the id) or FEATURE_MISSING (a model
-feature absent or not a finite number; `detail` names it), with no prediction id. Unknown
-model or version: NOT_FOUND; no input, a bad row width or a NaN/Inf row: INVALID_ARGUMENT;
-feature store unreachable, or not answering within the caller's deadline less a margin:
-UNAVAILABLE naming it (see `flywheel.common.dependency`); Kafka unreachable: UNAVAILABLE. The
-answer comes after Kafka acknowledged every prediction record of the call
-(FLYWHEEL_INFERENCE_LOG_WAIT_FOR_ACK).
+Predict(model = "name" or "name@alias", version = 0 or any registered version (loaded on
+demand when neither champion nor shadow), entity_ids or rows): one RowPrediction per input
+row, in order. A row the store cannot fill is not an error of the call: ENTITY_NOT_FOUND (no
+features stored for the id) or FEATURE_MISSING (a model feature absent, not a finite number,
+or of the wrong kind; `detail` names it), with no prediction id. Unknown model or version:
+NOT_FOUND; a version refused at load: FAILED_PRECONDITION with the reason; no input, a bad
+row width or a NaN/Inf row: INVALID_ARGUMENT; feature store unreachable, or not answering
+within the caller's deadline less a margin: UNAVAILABLE naming it (see
+`flywheel.common.dependency`); Kafka unreachable: UNAVAILABLE. The answer comes after Kafka
+acknowledged every prediction record of the call (FLYWHEEL_INFERENCE_LOG_WAIT_FOR_ACK).
 """
 
 from __future__ import annotations

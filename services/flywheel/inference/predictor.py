@@ -1,11 +1,24 @@
 """Predict by entity (or by feature rows): features in the model's input order, the champion
 answers, a shadow challenger is scored on the same rows, every prediction is logged.
 
+The row read from the store is what the model sees and what the prediction log carries:
+double, int64 and bool values as numbers (bool as 0 or 1), and the string values of a
+version's categorical features as their codes in the vocabularies frozen in that version
+(flywheel.common.encoding: index + 1, an unknown value 0). The row feeds the model's inputs
+as the version binds them (flywheel.inference.bindings), and its outputs become predictions
+by the output rule (flywheel.inference.outputs).
+
 Row statuses: an entity the store does not know is ENTITY_NOT_FOUND; an entity lacking a
-value (or holding a non-numeric, NaN or Inf value) for one of the model's features is
-FEATURE_MISSING, with the feature named in `detail`. Such rows get no prediction id, are not
-run and not logged; the other rows of the request are answered normally. Caller-given rows
-are checked strictly instead: a wrong width or a NaN/Inf is INVALID_ARGUMENT for the request.
+value (or holding a NaN or Inf, a string where the version reads a number, or a number where
+it reads a category) for one of the model's features is FEATURE_MISSING, with the feature
+named in `detail`. Such rows get no prediction id, are not run and not logged; the other rows
+of the request are answered normally. Caller-given rows are checked strictly instead: a wrong
+width or a NaN/Inf is INVALID_ARGUMENT for the request (they hold the numbers the model reads:
+codes for categorical features).
+
+A pinned version (one named by `version` that is neither champion nor shadow) answers alone
+and is logged with role UNSPECIFIED: its rows are real, answered predictions, but judge
+neither the champion nor a shadow.
 """
 
 from __future__ import annotations
@@ -21,7 +34,8 @@ import numpy as np
 from prometheus_client import Counter
 
 from flywheel.common.context import current_request_id
-from flywheel.common.errors import InvalidArgument
+from flywheel.common.encoding import CategoryCodes, codes_by_column, encode_row
+from flywheel.common.errors import FailedPrecondition, InvalidArgument
 from flywheel.common.metrics import ChildrenByKey
 from flywheel.common.registry import CHAMPION
 from flywheel.inference.model_store import ModelStore, ServedVersion
@@ -40,6 +54,7 @@ ENTITY_NOT_FOUND = prediction_pb2.ROW_STATUS_ENTITY_NOT_FOUND
 FEATURE_MISSING = prediction_pb2.ROW_STATUS_FEATURE_MISSING
 CHAMPION_ROLE = common_pb2.MODEL_ROLE_CHAMPION
 SHADOW_ROLE = common_pb2.MODEL_ROLE_SHADOW
+PINNED_ROLE = common_pb2.MODEL_ROLE_UNSPECIFIED
 
 ROWS = Counter(
     "flywheel_inference_predict_rows_total", "Predict rows by status.", ["model", "status"]
@@ -51,11 +66,12 @@ SHADOW_FAILURES = Counter(
 
 @dataclass(frozen=True)
 class StoredEntity:
-    """One entity as the feature store answered: None where a value is absent or unusable."""
+    """One entity as the feature store answered: a number (int64 and bool read as numbers),
+    a string, or None where a value is absent."""
 
     entity_id: str
     found: bool
-    values: Sequence[float | None]
+    values: Sequence[float | str | None]
 
 
 # (entity type, entity ids, feature names) -> one StoredEntity per id, same order.
@@ -95,9 +111,10 @@ class Predictor:
         self._log = prediction_log
         self._max_rows = max_rows
         # (model name, version, role) -> its record encoder; (model name, version) -> its
-        # feature names. Bounded.
+        # feature names and the code tables of its categorical ones (None: it has none).
+        # Bounded.
         self._encoders: dict[tuple[str, int, int], RecordEncoder] = {}
-        self._names: dict[tuple[str, int], list[str]] = {}
+        self._names: dict[tuple[str, int], tuple[list[str], dict[int, CategoryCodes] | None]] = {}
         self._rows = ChildrenByKey(
             ROWS, lambda name, status: (name, prediction_pb2.RowStatus.Name(status)))
 
@@ -111,8 +128,12 @@ class Predictor:
         name, alias = split_model_ref(model)
         if version < 0:
             raise InvalidArgument("version must be positive (0: the alias's)", field="version")
-        state = self._store.state(name)
-        served = self._store.resolve(name, version, alias)
+        if version:
+            served = await self._store.acquire(name, version, alias)
+            state = self._store.current(name)
+        else:
+            state = self._store.state(name)
+            served = self._store.resolve(name, version, alias)
         shadow = state.shadow if served is state.champion else None
         count = len(entity_ids or ()) or len(rows or ())
         if count == 0:
@@ -120,6 +141,9 @@ class Predictor:
         if count > self._max_rows:
             raise InvalidArgument(f"{count} rows; at most {self._max_rows} per call", field="input")
         meta = served.meta
+        if served.loaded.layout is None:
+            raise FailedPrecondition(f"model {name!r} v{meta.version} has no feature names; "
+                                     "call it through ModelInfer", field="model")
         if entity_ids:
             if any(not e for e in entity_ids):
                 raise InvalidArgument("entity ids must not be empty", field="entity_ids")
@@ -132,7 +156,9 @@ class Predictor:
             champion_out, shadow_out = await self._run(served, shadow, matrix)
             now = timestamp_now()
             request_id = current_request_id()
-            encoder = self._encoder(meta, CHAMPION_ROLE if served is state.champion else SHADOW_ROLE)
+            role = (CHAMPION_ROLE if served is state.champion
+                    else SHADOW_ROLE if served is state.shadow else PINNED_ROLE)
+            encoder = self._encoder(meta, role)
             shadow_encoder = self._encoder(shadow.meta, SHADOW_ROLE) if shadow_out else None
             records = []
             for k, i in enumerate(scored):
@@ -166,20 +192,27 @@ class Predictor:
             encoder = self._encoders[key] = RecordEncoder(meta, role)
         return encoder
 
-    def _feature_names(self, meta: common_pb2.ModelVersion) -> list[str]:
+    def _feature_names(
+        self, meta: common_pb2.ModelVersion
+    ) -> tuple[list[str], dict[int, CategoryCodes] | None]:
         key = (meta.model_name, meta.version)
-        names = self._names.get(key)
-        if names is None:
+        found = self._names.get(key)
+        if found is None:
             if len(self._names) >= 64:
                 self._names.clear()
-            names = self._names[key] = list(meta.feature_names)
-        return names
+            names = list(meta.feature_names)
+            vocabularies = {f: v.values for f, v in meta.vocabularies.items()}
+            found = self._names[key] = (
+                names, codes_by_column(names, vocabularies) if vocabularies else None)
+        return found
 
     async def _from_store(
         self, meta: common_pb2.ModelVersion, entity_ids: list[str]
     ) -> tuple[list[RowResult], list[list[float] | None]]:
-        names = self._feature_names(meta)
+        names, codes = self._feature_names(meta)
         stored = await self._fetch(meta.entity_type, entity_ids, names)
+        if codes is not None:
+            return _encoded_rows(entity_ids, stored, names, codes)
         results: list[RowResult] = []
         vectors: list[list[float] | None] = []
         width = len(names)
@@ -191,10 +224,15 @@ class Predictor:
                 continue
             values = entity.values
             # The common case in one pass: every value there, and their sum finite (a NaN or
-            # an Inf anywhere would make it NaN or Inf); else the value-by-value check.
-            if not (len(values) == width and None not in values
-                    and math.isfinite(sum(values))):
-                missing = [n for n, v in zip(names, values) if v is None or not math.isfinite(v)]
+            # an Inf anywhere would make it NaN or Inf; a string cannot be summed); else the
+            # value-by-value check.
+            try:
+                usable = (len(values) == width and None not in values
+                          and math.isfinite(sum(values)))
+            except TypeError:
+                usable = False
+            if not usable:
+                missing = [n for n, v in zip(names, values) if not _is_number(v)]
                 if missing or len(values) != width:
                     results.append(RowResult(entity_id, FEATURE_MISSING,
                                              detail=f"missing or unusable features: {missing}"))
@@ -220,6 +258,43 @@ class Predictor:
         return results[0], results[1]
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, float | int) and math.isfinite(value)
+
+
+def _encoded_rows(
+    entity_ids: list[str], stored: list[StoredEntity], names: list[str],
+    codes: dict[int, CategoryCodes],
+) -> tuple[list[RowResult], list[list[float] | None]]:
+    """Rows of a version with categorical features: strings become their codes."""
+    results: list[RowResult] = []
+    vectors: list[list[float] | None] = []
+    for entity_id, entity in zip(entity_ids, stored):
+        if not entity.found:
+            results.append(RowResult(entity_id, ENTITY_NOT_FOUND,
+                                     detail=f"no features stored for {entity_id!r}"))
+            vectors.append(None)
+            continue
+        values = entity.values
+        # A number where a category is read (or None anywhere) is unusable; encode_row
+        # refuses a string where a number is read.
+        unusable = [names[i] for i, v in enumerate(values)
+                    if v is None or (i in codes) != isinstance(v, str)]
+        row = None
+        if not unusable and len(values) == len(names):
+            row = encode_row(values, codes)
+            if not math.isfinite(sum(row)):
+                unusable = [n for n, v in zip(names, row) if not math.isfinite(v)]
+        if unusable or row is None:
+            results.append(RowResult(entity_id, FEATURE_MISSING,
+                                     detail=f"missing or unusable features: {unusable}"))
+            vectors.append(None)
+            continue
+        results.append(RowResult(entity_id, OK))
+        vectors.append(row)
+    return results, vectors
+
+
 def _from_rows(
     meta: common_pb2.ModelVersion, rows: Sequence[Sequence[float]]
 ) -> tuple[list[RowResult], list[list[float] | None]]:
@@ -239,49 +314,9 @@ def _from_rows(
 
 
 async def _score(served: ServedVersion, matrix: np.ndarray) -> list[common_pb2.ModelOutput]:
-    signature = served.loaded.signature
-    spec = signature.inputs[0]
-    outputs = await served.batcher.infer({spec.name: matrix.astype(spec.dtype, copy=False)})
-    return model_outputs(served.meta.task, signature, outputs, matrix.shape[0])
-
-
-def model_outputs(
-    task: int, signature, outputs: Sequence[np.ndarray], rows: int
-) -> list[common_pb2.ModelOutput]:
-    """Session outputs -> one ModelOutput per row (label / probabilities, or a value)."""
-    label_at, floats_at = _output_kinds(signature)
-    if task == common_pb2.MODEL_TASK_REGRESSION or (label_at is None and task == 0):
-        values = outputs[floats_at[0]].reshape(rows, -1)[:, 0].tolist()
-        return [common_pb2.ModelOutput(predicted_value=v) for v in values]
-    matrix = next((outputs[i] for i in floats_at if outputs[i].ndim == 2), None)
-    if label_at is not None:
-        labels = outputs[label_at].reshape(rows).tolist()
-    elif matrix is not None:
-        labels = matrix.argmax(axis=1).tolist()
-    else:
-        labels = [0] * rows
-    if matrix is None:
-        return [common_pb2.ModelOutput(predicted_class=label) for label in labels]
-    return [common_pb2.ModelOutput(predicted_class=label, probabilities=p)
-            for label, p in zip(labels, matrix.tolist())]
-
-
-_KINDS: dict[int, tuple[object, tuple[int | None, tuple[int, ...]]]] = {}
-
-
-def _output_kinds(signature) -> tuple[int | None, tuple[int, ...]]:
-    """(index of the first integer output, the label; indices of the float outputs), kept
-    per signature."""
-    cached = _KINDS.get(id(signature))
-    if cached is not None and cached[0] is signature:
-        return cached[1]
-    kinds = [spec.dtype.kind for spec in signature.outputs]
-    found = (next((i for i, k in enumerate(kinds) if k in "iu"), None),
-             tuple(i for i, k in enumerate(kinds) if k == "f"))
-    if len(_KINDS) >= 64:
-        _KINDS.clear()
-    _KINDS[id(signature)] = (signature, found)
-    return found
+    loaded = served.loaded
+    outputs = await served.batcher.infer(loaded.layout.feeds(matrix))
+    return loaded.outputs.read(outputs, matrix.shape[0])
 
 
 def uuid4_hex() -> str:

@@ -63,6 +63,12 @@ class InferenceSettings(ServiceSettings):
     )
     warmup_rows: int = Field(2, gt=0, description="Rows of the dummy batch run before a swap.")
     load_timeout_s: float = Field(120.0, gt=0, description="Upper bound on loading one version.")
+    max_pinned_versions: int = Field(
+        4, ge=0, description="Versions other than champion and shadow kept loaded for the "
+        "requests that name them (Predict `version`, ModelInfer `model_version`), all models "
+        "together: one is loaded on its first request, and the least recently used is evicted "
+        "beyond this many. 0: only champion and shadow are served.",
+    )
 
     # -- Predict -----------------------------------------------------------------------------
     feature_store_target: str = Field(

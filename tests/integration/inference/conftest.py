@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 from inference_support import N_FEATURES, SPEC_PATH, register, start_inference
 
+from flywheel.common.grpc.client import wait_for_serving_async
 from flywheel.common.registry import ModelRegistry
 from flywheel.common.settings import CommonSettings
+from flywheel.features.app import FeaturesApp
+from flywheel.features.settings import FeaturesSettings
 from flywheel.inference.app import InferenceApp
 from flywheel.inference.settings import InferenceSettings
 from flywheel.inference.testing_models import logistic_regression_onnx
@@ -68,6 +71,21 @@ def churn(registry: ModelRegistry, model_v1: bytes):
 async def inference(churn, common, inference_settings) -> AsyncIterator[InferenceApp]:
     app = await start_inference(common, inference_settings)
     try:
+        yield app
+    finally:
+        await app.stop()
+
+
+@pytest.fixture
+
+
+async def feature_store(common, tmp_path):
+    """The real feature store, in-process on its own port, under the test's namespace."""
+    app = FeaturesApp(common, FeaturesSettings(grpc_port=0, metrics_port=0,
+                                               snapshot_dir=tmp_path / "snapshots"))
+    await app.start()
+    try:
+        await wait_for_serving_async(app.target, 60.0)
         yield app
     finally:
         await app.stop()

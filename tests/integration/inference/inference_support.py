@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from flywheel.common import announce
 from flywheel.common.grpc.client import wait_for_serving_async
@@ -15,10 +16,11 @@ from flywheel.common.kafka.producer import Producer
 from flywheel.common.kafka.topics import Topics
 from flywheel.common.registry import CHAMPION, ModelRegistry
 from flywheel.common.settings import CommonSettings
+from flywheel.inference import registration
 from flywheel.inference.app import InferenceApp
 from flywheel.inference.settings import InferenceSettings
 from flywheel.inference.testing_models import feature_names
-from flywheel.v1 import events_pb2
+from flywheel.v1 import common_pb2, events_pb2
 
 SPEC_PATH = Path(__file__).resolve().parents[3] / "flywheel.yaml"
 N_FEATURES = 24
@@ -31,6 +33,44 @@ def register(registry: ModelRegistry, data: bytes, alias: str | None = CHAMPION)
     if alias:
         registry.promote("churn", meta.version, alias)
     return meta
+
+
+def register_byo(registry: ModelRegistry, folder: Path, name: str, model, *,
+                 features: list[str], mappings: tuple[str, ...] = (), threshold: float = 0.0,
+                 alias: str | None = CHAMPION, spec=None, task: str = ""):
+    """A model brought from elsewhere, registered as `flywheel models register` does it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-{len(list(folder.iterdir()))}.onnx"
+    path.write_bytes(model.SerializeToString())
+    planned = registration.plan(
+        registration.Request(artifact=path, name=name, features=features, mappings=mappings,
+                             threshold=threshold, task=task),
+        spec, max_bytes=1 << 24, user="tester", now_ms=int(time.time() * 1000))
+    meta = registry.register(
+        name, planned.artifact, task=planned.task, entity_type=planned.entity_type,
+        feature_names=planned.features, output_names=planned.outputs, lineage=planned.lineage,
+        files=planned.files, details=planned.details)
+    if alias:
+        registry.promote(name, meta.version, alias)
+    return meta
+
+
+def customer_event(entity_id: str, values: dict[str, float | int | str]) -> events_pb2.Event:
+    """An event of a `customer` now: floats as doubles, ints as int64, strings as strings."""
+    now = Timestamp()
+    now.GetCurrentTime()
+    return events_pb2.Event(
+        entity_type="customer", entity_id=entity_id, event_time=now,
+        features={k: _feature_value(v) for k, v in values.items()},
+    )
+
+
+def _feature_value(value: float | int | str) -> common_pb2.FeatureValue:
+    if isinstance(value, str):
+        return common_pb2.FeatureValue(string_value=value)
+    if isinstance(value, int):
+        return common_pb2.FeatureValue(int64_value=value)
+    return common_pb2.FeatureValue(double_value=value)
 
 
 async def start_inference(common: CommonSettings, settings: InferenceSettings) -> InferenceApp:

@@ -10,9 +10,9 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 from inference_support import (
     N_FEATURES,
+    customer_event,
     poll_until,
     publish_change,
     read_predictions,
@@ -20,41 +20,17 @@ from inference_support import (
     start_inference,
 )
 
-from flywheel.common.grpc.client import aio_channel, wait_for_serving_async
+from flywheel.common.grpc.client import aio_channel
 from flywheel.common.registry import SHADOW
-from flywheel.features.app import FeaturesApp
-from flywheel.features.settings import FeaturesSettings
 from flywheel.inference.settings import InferenceSettings
 from flywheel.inference.testing_models import feature_names
 from flywheel.v1 import (
     common_pb2,
-    events_pb2,
     features_pb2,
     features_pb2_grpc,
     prediction_pb2,
     prediction_pb2_grpc,
 )
-
-
-@pytest.fixture
-async def feature_store(common, tmp_path):
-    app = FeaturesApp(common, FeaturesSettings(grpc_port=0, metrics_port=0,
-                                               snapshot_dir=tmp_path / "snapshots"))
-    await app.start()
-    try:
-        await wait_for_serving_async(app.target, 60.0)
-        yield app
-    finally:
-        await app.stop()
-
-
-def customer_event(entity_id: str, values: dict[str, float]) -> events_pb2.Event:
-    now = Timestamp()
-    now.GetCurrentTime()
-    return events_pb2.Event(
-        entity_type="customer", entity_id=entity_id, event_time=now,
-        features={k: common_pb2.FeatureValue(double_value=v) for k, v in values.items()},
-    )
 
 
 def reference(model: bytes, x: np.ndarray) -> list[np.ndarray]:

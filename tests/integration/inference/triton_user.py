@@ -4,7 +4,7 @@ tritonclient's generated protocol module and the server's (flywheel.oip) both de
 protobuf package `inference` and cannot share one process's descriptor pool, so the client
 lives here, exactly as a user's program would, and prints what it saw as one JSON object.
 
-    python triton_user.py <host:port> happy|bad <max_message_bytes>
+    python triton_user.py <host:port> happy|bad|byo <max_message_bytes>
 """
 
 from __future__ import annotations
@@ -137,11 +137,37 @@ def bad(client: triton.InferenceServerClient, target: str, max_message: int) -> 
     return out
 
 
+def byo(client: triton.InferenceServerClient) -> dict:
+    """Models brought from elsewhere (test_byo.py): two inputs, and a score per row served
+    as the champion and as a pinned older version."""
+    rng = np.random.default_rng(9)
+    dense = rng.normal(size=(6, 2)).astype(np.float32)
+    extra = rng.normal(size=6)
+    result = client.infer("pair", [infer_input(dense, name="dense"),
+                                   infer_input(extra, "FP64", name="extra")])
+    out = {"pair": {"dense": dense.tolist(), "extra": extra.tolist(),
+                    "label": result.as_numpy("label").tolist(),
+                    "probabilities": result.as_numpy("probabilities").tolist(),
+                    "model_version": result.get_response().model_version}}
+    x = rng.normal(size=(5, 3)).astype(np.float32)
+    for version in ("", "1"):
+        result = client.infer("score", [infer_input(x, name="x")], model_version=version)
+        out[f"score:{version}"] = {"x": x.tolist(), "score": result.as_numpy("score").tolist(),
+                                   "model_version": result.get_response().model_version}
+    out["ready_after"] = {v: client.is_model_ready("score", v) for v in ("1", "2", "9")}
+    return out
+
+
 def main() -> None:
     target, scenario, max_message = sys.argv[1], sys.argv[2], int(sys.argv[3])
     client = triton.InferenceServerClient(target)
     try:
-        result = happy(client, target) if scenario == "happy" else bad(client, target, max_message)
+        if scenario == "happy":
+            result = happy(client, target)
+        elif scenario == "byo":
+            result = byo(client)
+        else:
+            result = bad(client, target, max_message)
     finally:
         client.close()
     print(json.dumps(result))
