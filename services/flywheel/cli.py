@@ -22,6 +22,7 @@ COMMAND_MODULES: list[str] = [
     "models",
     "demo",
     "bench",
+    "replay",
 ]
 
 
