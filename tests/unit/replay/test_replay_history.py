@@ -109,7 +109,7 @@ def test_timestamps_and_epoch_seconds(tmp_path: Path):
 
 def test_unknown_format_and_missing_file(tmp_path: Path):
     (tmp_path / "h.json").write_text("{}")
-    with pytest.raises(HistoryError, match=r"\.parquet or a \.csv|\.parquet or \.csv"):
+    with pytest.raises(HistoryError, match=r"\.parquet or \.csv"):
         read_history(tmp_path / "h.json", DTYPES, REQUIRED, True)
     with pytest.raises(HistoryError, match="no such file"):
         read_history(tmp_path / "nope.csv", DTYPES, REQUIRED, True)
