@@ -9,16 +9,13 @@ be lost: every accepted event readable from the store, every accepted label join
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from flywheel.infra import processes
+from flywheel.testing.cli import flywheel, last_json, log_tails, mesh_environment
 
-ROOT = Path(__file__).resolve().parents[2]
 DURATION_S = 60
 DRIFT_AT_S = 20
 RATE = 200
@@ -26,43 +23,14 @@ RATE = 200
 pytestmark = pytest.mark.timeout(420)
 
 
-def flywheel(env: dict[str, str], *args: str, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "flywheel.cli", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False,
-    )
-
-
-def last_json(done: subprocess.CompletedProcess) -> dict:
-    assert done.returncode in (0, 1), f"rc {done.returncode}\n{done.stderr[-3000:]}"
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def alive(pid: int) -> bool:
     """Running (a zombie waiting to be reaped has exited): it has a command line."""
     return processes.command_line(pid) is not None
 
 
-def log_tails(home: Path, lines: int = 15) -> str:
-    out = []
-    for log in sorted((home / "logs").glob("*.log")):
-        out.append(f"--- {log.name}")
-        out.extend(log.read_text(errors="replace").splitlines()[-lines:])
-    return "\n".join(out)
-
-
 @pytest.fixture
 def mesh_env(kafka_bootstrap: str, redis_url: str, names, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
-    env.update(
-        FLYWHEEL_KAFKA_BOOTSTRAP=kafka_bootstrap,
-        FLYWHEEL_REDIS_URL=redis_url,
-        FLYWHEEL_NAMESPACE=names.namespace,
-        FLYWHEEL_HOME=str(tmp_path / "home"),
-        FLYWHEEL_SPEC_PATH=str(ROOT / "flywheel.yaml"),
-        FLYWHEEL_LOG_JSON="true",
-    )
-    return env
+    return mesh_environment(kafka_bootstrap, redis_url, names.namespace, tmp_path / "home")
 
 
 def test_drift_is_detected_retrained_promoted_and_recovered(mesh_env: dict[str, str]):

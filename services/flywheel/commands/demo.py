@@ -28,6 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--seed", type=int, default=7, help="seed of the synthetic world (default 7)")
     demo.add_argument("--drift-angle", type=float, default=80.0,
                       help="degrees the hidden concept turns at the drift (default 80)")
+    demo.add_argument("--world", choices=("linear", "nonlinear"), default="linear",
+                      help="the hidden concept: a linear rule that turns at the drift, or a "
+                      "scorecard of thresholds and interactions whose rules change (default "
+                      "linear)")
     demo.add_argument("--json", action="store_true",
                       help="print the report as one JSON object (the last line of stdout)")
     demo.set_defaults(handler=_demo)
@@ -36,15 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _demo(args: argparse.Namespace) -> int:
     import asyncio
 
-    from flywheel.commands.context import mesh_context
-    from flywheel.mesh.context import ALL_SERVICES
-
     # First: with no mesh, one line at once, before the demo's heavy imports.
-    context = mesh_context("kafka", "registry", *ALL_SERVICES)
+    home, endpoints = find_mesh()
 
-    from flywheel.demo.clients import MeshEndpoints
+    from flywheel.demo.liveness import MeshGone, MeshUnavailable
     from flywheel.demo.progress import ProgressLine
-    from flywheel.demo.run import DemoError, DemoRun
+    from flywheel.demo.run import DemoRun
     from flywheel.demo.scenario import ScenarioConfig
 
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
@@ -52,20 +53,16 @@ def _demo(args: argparse.Namespace) -> int:
         config = ScenarioConfig(
             seed=args.seed, duration_s=args.duration, rate=args.rate,
             drift_at_s=args.drift_at if args.drift_at is not None else args.duration / 3,
-            drift_angle_deg=args.drift_angle,
+            drift_angle_deg=args.drift_angle, world=args.world,
         )
     except ValueError as exc:
         raise CommandError(str(exc), exit_code=2) from None
-    home = context.home
-    endpoints = MeshEndpoints(
-        grpc=dict(context.grpc), kafka_bootstrap=context.kafka_bootstrap,
-        namespace=context.namespace, registry_uri=context.registry_uri,
-        spec_path=str(context.spec_path),
-    )
     run = DemoRun(config, endpoints, out_dir=home / "demo", progress=ProgressLine())
     try:
         report = asyncio.run(run.run())
-    except DemoError as exc:
+    except MeshGone as exc:
+        raise CommandError(str(exc)) from None
+    except MeshUnavailable as exc:
         raise CommandError(str(exc), detail="is the mesh up? `flywheel status` tells") from None
     (home / "demo" / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     if args.json:
@@ -73,6 +70,24 @@ def _demo(args: argparse.Namespace) -> int:
     else:
         _describe(report)
     return 0 if report["ok"] else 1
+
+
+def find_mesh():
+    """(FLYWHEEL_HOME, the endpoints of the running mesh): the one place the demo and the
+    replay learn where the mesh is (`flywheel.commands.context`: explicit FLYWHEEL_*
+    variables, else the running mesh's state). With no mesh: one line, before heavy imports."""
+    from flywheel.commands.context import mesh_context
+    from flywheel.mesh.context import ALL_SERVICES
+
+    context = mesh_context("kafka", "registry", *ALL_SERVICES)
+    from flywheel.demo.clients import MeshEndpoints
+
+    endpoints = MeshEndpoints(
+        grpc=dict(context.grpc), kafka_bootstrap=context.kafka_bootstrap,
+        namespace=context.namespace, registry_uri=context.registry_uri,
+        spec_path=str(context.spec_path),
+    )
+    return context.home, endpoints
 
 
 def _describe(report: dict) -> None:

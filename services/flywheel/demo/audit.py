@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from flywheel.common.kafka.topics import Topics
@@ -27,10 +27,12 @@ class LabelAudit:
 
 
 def read_labeled(
-    bootstrap: str, namespace: str, expected: Iterable[str], timeout_s: float
+    bootstrap: str, namespace: str, expected: Iterable[str], timeout_s: float,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> LabelAudit:
     """Reads the labeled topic until every expected prediction id was seen (or the timeout
-    passed: the join may still be catching up). Blocking; run it in a thread."""
+    passed: the join may still be catching up; or ``stopped()``: the run was abandoned).
+    Blocking; run it in a thread."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     wanted = set(expected)
@@ -48,7 +50,7 @@ def read_labeled(
         partitions = sorted(metadata.topics[topic.name].partitions)
         consumer.assign([TopicPartition(topic.name, p, OFFSET_BEGINNING) for p in partitions])
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not wanted.issubset(seen):
+        while time.monotonic() < deadline and not wanted.issubset(seen) and not stopped():
             for message in consumer.consume(num_messages=2000, timeout=0.5):
                 if message.error() is not None:
                     continue

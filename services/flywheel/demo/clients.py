@@ -149,11 +149,19 @@ class MeshClients:
         return await self.training.PromoteModelVersion(request, timeout=self.deadline_s)
 
 
-def feedback_request(prediction_id: str, label: int) -> feedback_pb2.RecordFeedbackRequest:
-    """Application feedback; the idempotency key makes a retried send the same feedback."""
+def feedback_request(prediction_id: str, label: int | float) -> feedback_pb2.RecordFeedbackRequest:
+    """Application feedback (an int is a class, a float a regression value); the idempotency
+    key makes a retried send the same feedback."""
+    truth = (common_pb2.Label(value=label) if isinstance(label, float)
+             else common_pb2.Label(class_label=int(label)))
     return feedback_pb2.RecordFeedbackRequest(
         prediction_id=prediction_id,
-        label=common_pb2.Label(class_label=label),
+        label=truth,
         source=common_pb2.LABEL_SOURCE_APPLICATION,
         idempotency_key=f"demo-{prediction_id}",
     )
+
+
+def describe_rpc_error(error: grpc.aio.AioRpcError) -> str:
+    """One line for the user: the status and the server's message."""
+    return f"{error.code().name}: {error.details()}"

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +31,21 @@ def register_seed(
     path = out_dir / "seed-model.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(artifact)
+    version = register_onnx(endpoints, path, MODEL, ENTITY_TYPE, FEATURE_NAMES,
+                            "binary_classification")
+    return version, accuracy
+
+
+def register_onnx(
+    endpoints: MeshEndpoints, path: Path, model: str, entity_type: str,
+    feature_names: Sequence[str], task: str,
+) -> int:
+    """``flywheel models register`` (announced, not promoted); returns the new version.
+    Blocking (a subprocess); run it in a thread."""
     argv = [
         sys.executable, "-m", "flywheel.cli", "models", "register", str(path),
-        "--name", MODEL, "--entity-type", ENTITY_TYPE, "--features", ",".join(FEATURE_NAMES),
-        "--task", "binary_classification", "--json",
+        "--name", model, "--entity-type", entity_type, "--features", ",".join(feature_names),
+        "--task", task, "--json",
     ]
     env = dict(os.environ)
     env.update(
@@ -50,4 +62,4 @@ def register_seed(
             f"`flywheel models register` failed ({done.returncode}): {done.stderr.strip()[-800:]}"
         )
     reply = json.loads(done.stdout.strip().splitlines()[-1])
-    return int(reply["version"]), accuracy
+    return int(reply["version"])

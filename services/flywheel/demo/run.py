@@ -11,9 +11,9 @@ inference hot-swaps; the application only sees ``model_version`` change in its a
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import secrets
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -21,11 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from confluent_kafka import KafkaException
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from flywheel.demo import analysis
 from flywheel.demo.audit import chunks, read_labeled
-from flywheel.demo.clients import MeshClients, MeshEndpoints, feedback_request
+from flywheel.demo.clients import MeshClients, MeshEndpoints, describe_rpc_error
+from flywheel.demo.labels import LabelQueue
+from flywheel.demo.liveness import MeshUnavailable, MeshWatcher, check_mesh, until_mesh_gone
+from flywheel.demo.outcomes import training_outcomes
 from flywheel.demo.plot import accuracy_plot
 from flywheel.demo.progress import ProgressLine
 from flywheel.demo.scenario import (
@@ -46,11 +50,10 @@ STREAM_S = 2.0  # one IngestStream call carries this many seconds of customers
 RETRY_S = 0.2  # a customer not in the store yet is asked for again after this
 MATERIALIZE_TIMEOUT_S = 20.0  # ...until this long after it was sent
 MAX_PREDICT_IDS = 512
-MAX_FEEDBACK = 500
 ROLLING_S = 5.0
 
 
-class DemoError(Exception):
+class DemoError(MeshUnavailable):
     """The mesh is not in a state the demo can run against (named in the message)."""
 
 
@@ -101,7 +104,7 @@ class DemoRun:
         self._waiting: list[_Waiting] = []
         self._rejected_ids: set[str] = set()
         self._accepted_ids: list[str] = []
-        self._due_feedback: list[tuple[float, int, str, int]] = []
+        self._labels = LabelQueue()
         self._feedback_accepted: list[str] = []
         self._scored: list[analysis.Scored] = []
         self._recent: deque[analysis.Scored] = deque()
@@ -109,6 +112,7 @@ class DemoRun:
         self._producing = True
         self._predicting = True
         self._start = 0.0
+        self._stop_audit = threading.Event()
 
     def _elapsed(self) -> float:
         return time.monotonic() - self._start
@@ -116,7 +120,15 @@ class DemoRun:
     # -- the run -------------------------------------------------------------------------
 
     async def run(self) -> dict[str, Any]:
-        await asyncio.to_thread(self._check_mesh)
+        """The report; ``MeshUnavailable`` (``MeshGone`` mid-run) when the mesh is not there."""
+        await asyncio.to_thread(check_mesh, self.endpoints.grpc)
+        try:
+            return await until_mesh_gone(self._run(), MeshWatcher(self.endpoints.grpc))
+        finally:
+            self._stop_audit.set()
+            self.progress.close()
+
+    async def _run(self) -> dict[str, Any]:
         async with MeshClients(self.endpoints) as clients:
             seed_version, seed_accuracy = await self._cold_start(clients)
             started_ms = int(time.time() * 1000)
@@ -141,24 +153,21 @@ class DemoRun:
                 self.progress.close()
             end = self._elapsed()
             self.progress.note("auditing: every accepted event in the store, every accepted label joined")
-            lost_events = await self._audit_events(clients)
-            labels = await asyncio.to_thread(
-                read_labeled, self.endpoints.kafka_bootstrap, self.endpoints.namespace,
-                self._feedback_accepted, self.audit_timeout_s,
-            )
-            versions = await self._versions(clients, started_ms, seed_version)
+            try:
+                lost_events = await self._audit_events(clients)
+                labels = await asyncio.to_thread(
+                    read_labeled, self.endpoints.kafka_bootstrap, self.endpoints.namespace,
+                    self._feedback_accepted, self.audit_timeout_s, self._stop_audit.is_set,
+                )
+                versions = await training_outcomes(
+                    clients, MODEL, started_ms, seed_version,
+                    {v for _, v in analysis.version_changes(self._scored)},
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise MeshUnavailable(f"the audit after the run failed: {describe_rpc_error(exc)}") from None
+            except KafkaException as exc:
+                raise MeshUnavailable(f"the audit could not read the labeled topic: {exc}") from None
         return self._report(end, seed_version, seed_accuracy, lost_events, labels, versions)
-
-    def _check_mesh(self) -> None:
-        """Every service answers its health check; all but inference (which may wait for
-        its first model) are SERVING. Fails fast, naming the first one that is not."""
-        from flywheel.common.grpc.client import health_status
-
-        for name, target in self.endpoints.grpc.items():
-            status = health_status(target, timeout_s=3.0)
-            if status == "SERVING" or (name == "inference" and status == "NOT_SERVING"):
-                continue
-            raise DemoError(f"{name} at {target} is {status}: start the mesh with `flywheel up`")
 
     async def _cold_start(self, clients: MeshClients) -> tuple[int, float]:
         """Seed model -> registry (bring your own model) -> champion -> loaded by inference."""
@@ -204,7 +213,7 @@ class DemoRun:
                         if drifted and not drift_noted:
                             drift_noted = True
                             self.progress.note(f"t={now:6.1f}s  the hidden concept drifts")
-                        yield ingest_pb2.IngestStreamRequest(events=self._events(count, drifted, sent))
+                        yield ingest_pb2.IngestStreamRequest(events=self._events(count, int(drifted), sent))
                     await asyncio.sleep(TICK_S)
 
             try:
@@ -223,11 +232,11 @@ class DemoRun:
             self.tally.events_accepted += len(sent) - len(rejected)
             self._accepted_ids.extend(eid for eid in sent if eid not in rejected)
 
-    def _events(self, count: int, drifted: bool, sent: list[str]) -> list[events_pb2.Event]:
+    def _events(self, count: int, regime: int, sent: list[str]) -> list[events_pb2.Event]:
         now = Timestamp()
         now.GetCurrentTime()
         events = []
-        for customer in self.world.customers(count, drifted):
+        for customer in self.world.customers(count, regime):
             entity_id = f"c{self.run_tag}-{customer.index:07d}"
             values = {name: common_pb2.FeatureValue(double_value=float(v))
                       for name, v in zip(FEATURE_NAMES, customer.features, strict=True)}
@@ -293,42 +302,24 @@ class DemoRun:
         self.tally.predictions += 1
         if customer.label_arrives:
             due = now + customer.label_delay_s
-            heapq.heappush(self._due_feedback, (due, customer.index, row.prediction_id, customer.label))
+            self._labels.put(due, customer.index, row.prediction_id, customer.label)
         else:
             self.tally.labels_withheld += 1
 
     async def _feed_back(self, clients: MeshClients) -> None:
         """The world: ground truth for each prediction, once its delay has passed."""
-        while self._predicting or self._due_feedback:
-            now = self._elapsed()
-            batch = []
-            while self._due_feedback and self._due_feedback[0][0] <= now and len(batch) < MAX_FEEDBACK:
-                batch.append(heapq.heappop(self._due_feedback))
-            if batch:
-                await self._send_feedback(clients, batch)
+        while self._predicting or len(self._labels):
+            sent = await self._labels.send_due(clients, self._elapsed())
+            if sent.error:
+                self.tally.feedback_errors += 1
+                self._sample(sent.error)
+            for _, name, reason in sent.refused[:3]:
+                self._sample(f"feedback rejected {name}: {reason}")
+            self.tally.labels_sent += len(sent.accepted) + len(sent.refused)
+            self.tally.labels_rejected += len(sent.refused)
+            self._feedback_accepted.extend(sent.accepted)
+            self.tally.labels_accepted = len(self._feedback_accepted)
             await asyncio.sleep(TICK_S)
-
-    async def _send_feedback(self, clients: MeshClients, batch: list[tuple[float, int, str, int]]) -> None:
-        try:
-            response = await clients.record_feedback(
-                [feedback_request(pid, label) for _, _, pid, label in batch]
-            )
-        except grpc.aio.AioRpcError as exc:
-            self.tally.feedback_errors += 1
-            self._sample(f"RecordFeedbackBatch failed: {exc.code().name}: {exc.details()}")
-            retry_at = self._elapsed() + 0.5
-            for _, index, pid, label in batch:  # same idempotency keys: a retry is no duplicate
-                heapq.heappush(self._due_feedback, (retry_at, index, pid, label))
-            return
-        rejected = {r.index for r in response.rejections}
-        for rejection in list(response.rejections)[:3]:
-            self._sample(f"feedback rejected {rejection.field}: {rejection.reason}")
-        self.tally.labels_sent += len(batch)
-        self.tally.labels_rejected += len(rejected)
-        for position, (_, _, pid, _) in enumerate(batch):
-            if position not in rejected:
-                self._feedback_accepted.append(pid)
-        self.tally.labels_accepted = len(self._feedback_accepted)
 
     async def _show_progress(self) -> None:
         while True:
@@ -356,48 +347,6 @@ class DemoRun:
             found = {e.entity_id for e in response.entities if e.status == 1}  # FEATURE_STATUS_FOUND
             missing.extend(eid for eid in chunk if eid not in found)
         return missing
-
-    async def _versions(self, clients: MeshClients, started_ms: int, seed: int) -> dict[str, Any]:
-        """What the training service did during the run: candidates, gates, promotions."""
-        listing = await clients.list_versions(MODEL)
-        served = {v for _, v in analysis.version_changes(self._scored)}
-        candidates = []
-        for version in listing.versions:
-            if version.version == seed or version.created_at_unix_ms < started_ms:
-                continue
-            entry: dict[str, Any] = {
-                "version": version.version,
-                "run_id": version.lineage.training_run_id,
-                "parent_version": version.lineage.parent_version,
-                "training_examples": version.lineage.training_examples,
-                "aliases": list(version.aliases),
-            }
-            if version.lineage.training_run_id:
-                try:
-                    run = await clients.training_run(version.lineage.training_run_id)
-                except grpc.aio.AioRpcError:
-                    run = None
-                if run is not None:
-                    entry.update(
-                        trigger=run.trigger_reason,
-                        promoted=run.promoted or version.version in served,
-                        gate={"passed": run.gate.passed, "metric": run.gate.metric,
-                              "candidate": round(run.gate.candidate, 4),
-                              "champion": round(run.gate.champion, 4),
-                              "holdout": run.gate.holdout_size, "decision": run.gate.decision},
-                    )
-            entry.setdefault("promoted", version.version in served)
-            candidates.append(entry)
-        promoted = [c for c in candidates if c["promoted"]]
-        worse = [c["version"] for c in promoted
-                 if "gate" in c and c["gate"]["candidate"] < c["gate"]["champion"]]
-        return {
-            "candidates": candidates,
-            "promoted": sorted(c["version"] for c in promoted),
-            "refused": sorted(c["version"] for c in candidates if not c["promoted"]),
-            "worse_promotions": worse,
-            "champion": dict(listing.aliases).get("champion", 0),
-        }
 
     def _report(self, end: float, seed_version: int, seed_accuracy: float,
                 lost_events: list[str], labels, versions: dict[str, Any]) -> dict[str, Any]:

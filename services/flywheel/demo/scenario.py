@@ -1,23 +1,24 @@
 """The synthetic world of the demo: customers, a hidden concept that drifts, late labels.
 
-Every customer has 24 numeric features drawn from a standard normal. Whether it churns is a
-hidden linear rule: ``w . x > 0``. At the drift point the rule turns by ``drift_angle_deg``
-(to ``cos a * w + sin a * u`` with ``u`` orthogonal to ``w``), so a model of the old rule is
-right only on about ``1 - a/180`` of the new customers. The ground truth comes back after a
-delay, a few labels are flipped (label noise) and some never come back. Everything is drawn
-from one seeded generator: the same seed gives the same customers, labels and delays.
+Every customer has 24 numeric features drawn from a standard normal, a segment and a count
+of visits. Whether it churns is a hidden concept (``flywheel.demo.concepts``): a linear rule
+that turns by ``drift_angle_deg`` at the drift (world ``linear``), or a scorecard of
+thresholds and interactions whose rules change abruptly (world ``nonlinear``). The ground
+truth comes back after a delay, a few labels are flipped (label noise) and some never come
+back. Everything is drawn from one seeded generator: the same seed gives the same customers,
+labels and delays.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from flywheel.demo.concepts import N_FEATURES, WORLDS, make_concept
+
 MODEL = "churn"  # the spec's model and entity type (flywheel.yaml)
 ENTITY_TYPE = "customer"
-N_FEATURES = 24
 FEATURE_NAMES = tuple(f"f{i:02d}" for i in range(N_FEATURES))
 SEGMENTS = ("retail", "smb", "enterprise")
 
@@ -33,8 +34,11 @@ class ScenarioConfig:
     label_noise: float = 0.03  # share of labels that come back flipped
     drift_angle_deg: float = 80.0
     seed_examples: int = 2000
+    world: str = "linear"  # the hidden concept (flywheel.demo.concepts.WORLDS)
 
     def __post_init__(self) -> None:
+        if self.world not in WORLDS:
+            raise ValueError(f"unknown world {self.world!r} (one of {', '.join(WORLDS)})")
         if not 0 < self.drift_at_s < self.duration_s:
             raise ValueError("the drift must happen inside the run: 0 < drift_at < duration")
         if self.rate <= 0:
@@ -51,7 +55,7 @@ class Customer:
     features: np.ndarray  # shape (24,)
     segment: str
     visits: int
-    drifted: bool
+    regime: int  # 0 before the first drift, 1 after it, ...
     label: int  # the observed ground truth (noise included): what the application learns
     label_arrives: bool
     label_delay_s: float
@@ -61,26 +65,18 @@ class World:
     def __init__(self, config: ScenarioConfig) -> None:
         self.config = config
         self._rng = np.random.default_rng(config.seed)
-        concept = np.random.default_rng([config.seed, 1])
-        before = concept.standard_normal(N_FEATURES)
-        before /= np.linalg.norm(before)
-        other = concept.standard_normal(N_FEATURES)
-        other -= (other @ before) * before
-        other /= np.linalg.norm(other)
-        angle = math.radians(config.drift_angle_deg)
-        self.concept_before = before
-        self.concept_after = math.cos(angle) * before + math.sin(angle) * other
+        self.concept = make_concept(config.world, config.seed, config.drift_angle_deg)
         self._count = 0
 
-    def truth(self, features: np.ndarray, drifted: bool) -> np.ndarray:
-        """The noiseless label of each row under the concept before or after the drift."""
-        weights = self.concept_after if drifted else self.concept_before
-        return (features @ weights > 0).astype(np.int64)
+    def truth(self, features: np.ndarray, regime: int) -> np.ndarray:
+        """The noiseless label of each row under the concept of ``regime`` (0 before the
+        first drift; a bool reads as before / after the one drift of the demo)."""
+        return self.concept.truth(features, int(regime))
 
-    def customers(self, count: int, drifted: bool) -> list[Customer]:
+    def customers(self, count: int, regime: int) -> list[Customer]:
         rng, cfg = self._rng, self.config
         features = rng.standard_normal((count, N_FEATURES))
-        labels = self._noisy(self.truth(features, drifted))
+        labels = self._noisy(self.truth(features, regime))
         arrives = rng.random(count) >= cfg.label_loss
         delays = rng.uniform(*cfg.label_delay_s, size=count)
         segments = rng.integers(0, len(SEGMENTS), size=count)
@@ -89,7 +85,7 @@ class World:
         for row in range(count):
             out.append(Customer(
                 index=self._count, features=features[row], segment=SEGMENTS[segments[row]],
-                visits=int(visits[row]), drifted=drifted, label=int(labels[row]),
+                visits=int(visits[row]), regime=int(regime), label=int(labels[row]),
                 label_arrives=bool(arrives[row]), label_delay_s=float(delays[row]),
             ))
             self._count += 1
@@ -100,7 +96,7 @@ class World:
         so the stream of customers does not depend on the size of the seed set)."""
         rng = np.random.default_rng([self.config.seed, 2])
         features = rng.standard_normal((self.config.seed_examples, N_FEATURES))
-        return features, self._noisy(self.truth(features, drifted=False), rng)
+        return features, self._noisy(self.truth(features, regime=0), rng)
 
     def _noisy(self, labels: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         rng = rng or self._rng

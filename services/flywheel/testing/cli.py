@@ -3,6 +3,7 @@ settings from ``FLYWHEEL_*`` variables, and (optionally) a recorded mesh to find
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from pathlib import Path
 
 from flywheel.common.settings import CommonSettings
 from flywheel.mesh import state as mesh_state
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def cli_env(common: CommonSettings, home: Path) -> dict[str, str]:
@@ -46,3 +49,40 @@ def record_training(home: Path, common: CommonSettings, port: int) -> None:
         redis_url=common.redis_url, spec_path=str(common.spec_path),
         registry_uri=common.registry_uri, started_at=time.time(), services={"training": service},
     ))
+
+
+def mesh_environment(kafka_bootstrap: str, redis_url: str, namespace: str, home: Path,
+                     spec_path: Path = ROOT / "flywheel.yaml") -> dict[str, str]:
+    """This process's environment without its FLYWHEEL_* variables, plus the mesh's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
+    env.update(
+        FLYWHEEL_KAFKA_BOOTSTRAP=kafka_bootstrap,
+        FLYWHEEL_REDIS_URL=redis_url,
+        FLYWHEEL_NAMESPACE=namespace,
+        FLYWHEEL_HOME=str(home),
+        FLYWHEEL_SPEC_PATH=str(spec_path),
+        FLYWHEEL_LOG_JSON="true",
+    )
+    return env
+
+
+def flywheel_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "flywheel.cli", *args]
+
+
+def flywheel(env: Mapping[str, str], *args: str, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(flywheel_argv(*args), cwd=ROOT, env=dict(env), capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def last_json(done: subprocess.CompletedProcess, codes: tuple[int, ...] = (0, 1)) -> dict:
+    assert done.returncode in codes, f"rc {done.returncode}\n{done.stderr[-3000:]}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def log_tails(home: Path, lines: int = 15) -> str:
+    out = []
+    for log in sorted((home / "logs").glob("*.log")):
+        out.append(f"--- {log.name}")
+        out.extend(log.read_text(errors="replace").splitlines()[-lines:])
+    return "\n".join(out)

@@ -11,30 +11,30 @@ from flywheel.demo.scenario import N_FEATURES, Pacer, ScenarioConfig, World
 
 
 def test_same_seed_same_world():
-    first = World(ScenarioConfig(seed=3)).customers(50, drifted=False)
-    second = World(ScenarioConfig(seed=3)).customers(50, drifted=False)
+    first = World(ScenarioConfig(seed=3)).customers(50, regime=0)
+    second = World(ScenarioConfig(seed=3)).customers(50, regime=0)
     assert [c.label for c in first] == [c.label for c in second]
     assert np.array_equal(first[7].features, second[7].features)
-    other_seed = World(ScenarioConfig(seed=4)).customers(1, False)[0]
+    other_seed = World(ScenarioConfig(seed=4)).customers(1, 0)[0]
     assert other_seed.features.tolist() != first[0].features.tolist()
 
 
 def test_drift_turns_the_concept_by_the_angle():
     world = World(ScenarioConfig(seed=1, drift_angle_deg=80))
-    cosine = float(world.concept_before @ world.concept_after)
+    cosine = float(world.concept.weights(0) @ world.concept.weights(1))
     assert math.degrees(math.acos(cosine)) == pytest.approx(80, abs=1e-6)
     rows = np.random.default_rng(0).standard_normal((20000, N_FEATURES))
-    agreement = np.mean(world.truth(rows, drifted=False) == world.truth(rows, drifted=True))
+    agreement = np.mean(world.truth(rows, regime=0) == world.truth(rows, regime=1))
     assert agreement == pytest.approx(1 - 80 / 180, abs=0.02)  # an old model's accuracy after
 
 
 def test_labels_are_noisy_late_and_sometimes_lost():
     config = ScenarioConfig(seed=2, label_noise=0.05, label_loss=0.1, label_delay_s=(0.5, 2.5))
     world = World(config)
-    customers = world.customers(20000, drifted=False)
+    customers = world.customers(20000, regime=0)
     features = np.stack([c.features for c in customers])
     labels = np.array([c.label for c in customers])
-    flipped = np.mean(labels != world.truth(features, drifted=False))
+    flipped = np.mean(labels != world.truth(features, regime=0))
     assert flipped == pytest.approx(0.05, abs=0.01)
     assert np.mean([not c.label_arrives for c in customers]) == pytest.approx(0.1, abs=0.01)
     delays = [c.label_delay_s for c in customers]
@@ -46,7 +46,7 @@ def test_seed_set_is_labeled_by_the_concept_before_the_drift():
     world = World(ScenarioConfig(seed=5, seed_examples=4000, label_noise=0.0))
     features, labels = world.seed_set()
     assert features.shape == (4000, N_FEATURES)
-    assert np.array_equal(labels, world.truth(features, drifted=False))
+    assert np.array_equal(labels, world.truth(features, regime=0))
 
 
 def test_pacer_keeps_the_rate_across_uneven_ticks():
