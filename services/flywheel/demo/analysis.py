@@ -6,7 +6,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import pairwise
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -90,10 +90,30 @@ def recovery(
 
 def version_changes(points: Sequence[Scored]) -> list[tuple[float, int]]:
     """(t, version) each time the answering version changed, the first one included."""
-    changes: list[tuple[float, int]] = []
-    for point in points:
-        if not changes or changes[-1][1] != point.version:
-            changes.append((point.t, point.version))
+    return settled_changes([(point.t, point.version) for point in points])
+
+
+# A version must answer this many requests in a row to count as a change: around a swap,
+# requests already in flight are still answered by the old version, interleaved with the new.
+SETTLE_POINTS = 10
+
+
+def settled_changes(points: Sequence[tuple[Any, int]],
+                    settle: int = SETTLE_POINTS) -> list[tuple[Any, int]]:
+    """(key, version) where the answering version changed, in order, the first included; a
+    run shorter than `settle` (the interleaving of a swap) is not a change, except the last."""
+    runs: list[list] = []  # [first key, version, length]
+    for key, version in points:
+        if runs and runs[-1][1] == version:
+            runs[-1][2] += 1
+        else:
+            runs.append([key, version, 1])
+    changes: list[tuple[Any, int]] = []
+    for index, (key, version, length) in enumerate(runs):
+        if length < settle and 0 < index < len(runs) - 1:
+            continue
+        if not changes or changes[-1][1] != version:
+            changes.append((key, version))
     return changes
 
 
@@ -107,10 +127,3 @@ def accuracy_by_version(points: Sequence[Scored]) -> dict[int, dict[str, float]]
     return {v: {"predictions": n, "accuracy": round(c / n, 4)} for v, (n, c) in totals.items()}
 
 
-def rollbacks(changes: Sequence[tuple[float, int]]) -> list[dict[str, float | int]]:
-    """Each change back to an older version: the mesh rolled a promotion back."""
-    return [
-        {"t": round(t, 2), "from": previous, "to": version}
-        for (_, previous), (t, version) in pairwise(changes)
-        if version < previous
-    ]

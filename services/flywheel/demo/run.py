@@ -25,7 +25,7 @@ from confluent_kafka import KafkaException
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from flywheel.demo import analysis
-from flywheel.demo.audit import chunks, read_labeled
+from flywheel.demo.audit import chunks, read_labeled, read_rollbacks
 from flywheel.demo.clients import MeshClients, MeshEndpoints, describe_rpc_error
 from flywheel.demo.labels import LabelQueue
 from flywheel.demo.liveness import MeshUnavailable, MeshWatcher, check_mesh, until_mesh_gone
@@ -163,6 +163,12 @@ class DemoRun:
                     clients, MODEL, started_ms, seed_version,
                     {v for _, v in analysis.version_changes(self._scored)},
                 )
+                versions["rollbacks"] = [
+                    {"t": round((r["at_ms"] - started_ms) / 1000, 2),
+                     "from": r["from"], "to": r["to"], "reason": r["reason"]}
+                    for r in await asyncio.to_thread(
+                        read_rollbacks, self.endpoints.kafka_bootstrap,
+                        self.endpoints.namespace, MODEL, started_ms)]
             except grpc.aio.AioRpcError as exc:
                 raise MeshUnavailable(f"the audit after the run failed: {describe_rpc_error(exc)}") from None
             except KafkaException as exc:
@@ -385,7 +391,7 @@ class DemoRun:
             "versions_refused": versions["refused"],
             "worse_promotions": versions["worse_promotions"],
             "versions_served": [v for _, v in changes],
-            "rollbacks": analysis.rollbacks(changes),
+            "rollbacks": versions["rollbacks"],
             "version_changes": [{"t": round(t, 2), "version": v} for t, v in changes],
             "seed_version": seed_version,
             "seed_holdout_accuracy": round(seed_accuracy, 4),

@@ -152,13 +152,12 @@ def recovery(metric: Metric, losses: np.ndarray, drift_rows: Sequence[int], widt
 
 
 def version_changes(versions: np.ndarray) -> list[tuple[int, int]]:
-    """(row, version) each time the answering version changed, the first one included."""
-    changes: list[tuple[int, int]] = []
-    for row in np.flatnonzero(versions > 0):
-        version = int(versions[row])
-        if not changes or changes[-1][1] != version:
-            changes.append((int(row), version))
-    return changes
+    """(row, version) each time the answering version changed, the first one included (a
+    swap's interleaving of old and new is no change: see demo.analysis.settled_changes)."""
+    from flywheel.demo.analysis import settled_changes
+
+    return settled_changes([(int(row), int(versions[row]))
+                            for row in np.flatnonzero(versions > 0)])
 
 
 def _round(value: float | None) -> float | None:

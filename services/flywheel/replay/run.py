@@ -20,7 +20,6 @@ import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from flywheel.common.spec import Dtype
+from flywheel.demo.audit import read_rollbacks
 from flywheel.demo.clients import MeshClients, MeshEndpoints, describe_rpc_error
 from flywheel.demo.labels import LabelQueue
 from flywheel.demo.liveness import MeshUnavailable, MeshWatcher, check_mesh, until_mesh_gone
@@ -197,6 +197,12 @@ class ReplayRun:
             try:
                 versions = await training_outcomes(clients, self.target.model, started_ms,
                                                    static.version, served)
+                versions["rollbacks"] = [
+                    {"seconds": round((r["at_ms"] - started_ms) / 1000, 2), "from": r["from"],
+                     "to": r["to"], "reason": r["reason"]}
+                    for r in await asyncio.to_thread(
+                        read_rollbacks, self.endpoints.kafka_bootstrap,
+                        self.endpoints.namespace, self.target.model, started_ms)]
             except grpc.aio.AioRpcError as exc:
                 raise MeshUnavailable(
                     f"reading the training outcomes failed: {describe_rpc_error(exc)}") from None
@@ -480,8 +486,6 @@ class ReplayRun:
         figures = prequential.summary(metric, outcomes, cfg.window, self.history.drift_rows,
                                       cfg.recovery_tolerance)
         changes = prequential.version_changes(self._versions)
-        rollbacks = [{"row": row, "from": before, "to": after}
-                     for (_, before), (row, after) in pairwise(changes) if after < before]
         plot = replay_plot(self.out_dir / "prequential.png", figures, changes,
                            f"flywheel replay of {Path(self.source).name} ({target.model}, "
                            f"trainer {target.trainer}, {target.mode})")
@@ -507,7 +511,7 @@ class ReplayRun:
             "champion": versions["champion"],
             "versions_served": [v for _, v in changes],
             "version_changes": [{"row": row, "version": v} for row, v in changes],
-            "rollbacks": rollbacks,
+            "rollbacks": versions["rollbacks"],
             "labels_sent": tally.labels_sent,
             "labels_withheld": tally.labels_withheld,
             "labels_refused": tally.labels_refused,

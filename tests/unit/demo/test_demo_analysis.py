@@ -9,8 +9,8 @@ from flywheel.demo.analysis import (
     accuracy,
     accuracy_by_version,
     recovery,
-    rollbacks,
     rolling,
+    settled_changes,
     version_changes,
 )
 
@@ -62,11 +62,19 @@ def test_no_recovery_when_accuracy_stays_low():
     assert found.seconds_to_recover is None
 
 
-def test_version_timeline_and_rollbacks():
+def test_version_timeline():
     points = timeline([(0, 5, 1.0, 1), (5, 8, 1.0, 3), (8, 10, 1.0, 1), (10, 12, 0.5, 4)])
     changes = version_changes(points)
     assert [v for _, v in changes] == [1, 3, 1, 4]
-    assert rollbacks(changes) == [{"t": 8.0, "from": 3, "to": 1}]
+    assert changes[2][0] == 8.0
     by_version = accuracy_by_version(points)
     assert by_version[4] == {"predictions": 40, "accuracy": 0.5}
     assert by_version[1]["predictions"] == 140
+
+
+def test_a_swap_interleaving_old_and_new_answers_is_one_change():
+    # In-flight requests of the old version answered among the new one's first: not a flap.
+    answers = [1] * 30 + [2, 1, 2, 2, 1, 2] + [2] * 30 + [3, 2, 3] + [3] * 5
+    changes = settled_changes(list(enumerate(answers)))
+    assert [v for _, v in changes] == [1, 2, 3]
+    assert settled_changes([(0, 1), (1, 1), (2, 2)]) == [(0, 1), (2, 2)]  # the last run counts

@@ -112,5 +112,8 @@ def test_summary_reports_the_gain_over_the_static_model():
 
 
 def test_version_changes_follow_the_rows_that_were_answered():
-    versions = np.array([0, 3, 3, 0, 4, 4, 3])
-    assert version_changes(versions) == [(1, 3), (4, 4), (6, 3)]
+    versions = np.array([0] + [3] * 12 + [0] + [4] * 12 + [3] * 12)
+    assert version_changes(versions) == [(1, 3), (14, 4), (26, 3)]
+    # A swap: rows in flight still answered by v3 among v4's first ones; one change.
+    swap = np.array([3] * 12 + [4, 3, 4, 3] + [4] * 12)
+    assert [v for _, v in version_changes(swap)] == [3, 4]
