@@ -149,3 +149,33 @@ def test_a_foreign_type_in_a_stored_pipeline_is_refused():
     data = skops.io.dumps({"x": Counter(a=1)})
     with pytest.raises(TrainerError, match="outside scikit-learn"):
         load_pipeline(NativeState("sklearn-skops", {"pipeline.skops": data}))
+
+
+def test_lightgbm_thresholds_are_snapped_down_to_float32():
+    from flywheel.training.trainers.boosted import snap_thresholds
+
+    x = np.float32(-0.39578688)  # a float32 feature value
+    below = float(x) - 1.4901161e-08  # a float64 threshold just under it: x goes right
+    assert np.float32(below) == x  # ...but rounded to float32 it would send x left
+    text = f"tree_sizes=10 20\nTree=0\nthreshold={below!r} 0.5 1.0000000180025095e-35\nend"
+    snapped = snap_thresholds(text)
+    assert "tree_sizes" not in snapped
+    values = [float(v) for v in snapped.split("threshold=")[1].split("\n")[0].split()]
+    assert all(float(np.float32(v)) == v for v in values)  # exact in float32
+    assert (float(x) <= values[0]) == (float(x) <= below) is False
+    assert values[1] == 0.5
+
+
+def test_a_snapped_booster_decides_as_before_on_float32_inputs():
+    import lightgbm as lgb
+
+    data = _data(Task.BINARY_CLASSIFICATION, n=2000, seed=7)
+    model = make_trainer("lightgbm", {"n_estimators": 40}).fit(data)
+    X = np.random.default_rng(8).normal(size=(3000, 5)).astype(np.float32).astype(np.float64)
+    X[:, 4] = np.random.default_rng(9).integers(0, 4, 3000)
+    snapped = model.estimator.booster_
+    raw = lgb.LGBMClassifier(n_estimators=40, verbose=-1, n_jobs=1).fit(
+        np.asarray(data.X, np.float32).astype(np.float64), data.y)
+    assert snapped.num_trees() == 40 and raw.booster_.num_trees() == 40
+    # The same training, unsnapped, predicts the same on float32 values.
+    assert np.allclose(snapped.predict(X), raw.booster_.predict(X), atol=1e-12)
