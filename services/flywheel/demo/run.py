@@ -30,6 +30,7 @@ from flywheel.demo.clients import MeshClients, MeshEndpoints, describe_rpc_error
 from flywheel.demo.labels import LabelQueue
 from flywheel.demo.liveness import MeshUnavailable, MeshWatcher, check_mesh, until_mesh_gone
 from flywheel.demo.outcomes import training_outcomes
+from flywheel.demo.pipeline import run_stages
 from flywheel.demo.plot import accuracy_plot
 from flywheel.demo.progress import ProgressLine
 from flywheel.demo.scenario import (
@@ -109,8 +110,8 @@ class DemoRun:
         self._scored: list[analysis.Scored] = []
         self._recent: deque[analysis.Scored] = deque()
         self._version = 0
-        self._producing = True
-        self._predicting = True
+        self.producing = True
+        self.predicting = True
         self._start = 0.0
         self._stop_audit = threading.Event()
 
@@ -134,23 +135,9 @@ class DemoRun:
             started_ms = int(time.time() * 1000)
             self._start = time.monotonic()
             self._version = seed_version
-            actors = [
-                asyncio.create_task(self._produce(clients), name="producer"),
-                asyncio.create_task(self._apply(clients), name="application"),
-                asyncio.create_task(self._feed_back(clients), name="feedback"),
-                asyncio.create_task(self._show_progress(), name="progress"),
-            ]
-            try:
-                await actors[0]
-                self._producing = False
-                await actors[1]
-                self._predicting = False
-                await actors[2]
-            finally:
-                for task in actors:
-                    task.cancel()
-                await asyncio.gather(*actors, return_exceptions=True)
-                self.progress.close()
+            await run_stages(self, lambda: self._produce(clients), lambda: self._apply(clients),
+                             lambda: self._feed_back(clients), self._show_progress,
+                             self.progress.close)
             end = self._elapsed()
             self.progress.note("auditing: every accepted event in the store, every accepted label joined")
             try:
@@ -260,7 +247,7 @@ class DemoRun:
 
     async def _apply(self, clients: MeshClients) -> None:
         """The application: a prediction for every customer as soon as the store has it."""
-        while self._producing or self._waiting:
+        while self.producing or self._waiting:
             now = self._elapsed()
             due = [w for w in self._waiting if w.next_try <= now and w.entity_id not in self._rejected_ids]
             keep = [w for w in self._waiting if w.next_try > now and w.entity_id not in self._rejected_ids]
@@ -314,7 +301,7 @@ class DemoRun:
 
     async def _feed_back(self, clients: MeshClients) -> None:
         """The world: ground truth for each prediction, once its delay has passed."""
-        while self._predicting or len(self._labels):
+        while self.predicting or len(self._labels):
             sent = await self._labels.send_due(clients, self._elapsed())
             if sent.error:
                 self.tally.feedback_errors += 1

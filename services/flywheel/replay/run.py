@@ -33,6 +33,7 @@ from flywheel.demo.clients import MeshClients, MeshEndpoints, describe_rpc_error
 from flywheel.demo.labels import LabelQueue
 from flywheel.demo.liveness import MeshUnavailable, MeshWatcher, check_mesh, until_mesh_gone
 from flywheel.demo.outcomes import training_outcomes
+from flywheel.demo.pipeline import run_stages
 from flywheel.demo.progress import ProgressLine
 from flywheel.demo.scenario import Pacer
 from flywheel.replay import prequential
@@ -147,8 +148,8 @@ class ReplayRun:
         self._seen: set[str] = set()
         self._labels = LabelQueue()
         self._next_row = 0
-        self._producing = True
-        self._predicting = True
+        self.producing = True
+        self.predicting = True
         self._version = 0
         self._start = 0.0
 
@@ -175,23 +176,9 @@ class ReplayRun:
             started_ms = int(time.time() * 1000)
             self._start = time.monotonic()
             self._version = static.version
-            actors = [
-                asyncio.create_task(self._produce(clients), name="producer"),
-                asyncio.create_task(self._apply(clients), name="application"),
-                asyncio.create_task(self._feed_back(clients), name="feedback"),
-                asyncio.create_task(self._show_progress(), name="progress"),
-            ]
-            try:
-                await actors[0]
-                self._producing = False
-                await actors[1]
-                self._predicting = False
-                await actors[2]
-            finally:
-                for task in actors:
-                    task.cancel()
-                await asyncio.gather(*actors, return_exceptions=True)
-                self.progress.close()
+            await run_stages(self, lambda: self._produce(clients), lambda: self._apply(clients),
+                             lambda: self._feed_back(clients), self._show_progress,
+                             self.progress.close)
             seconds = self._elapsed()
             served = {int(v) for v in self._versions if v}
             try:
@@ -350,7 +337,7 @@ class ReplayRun:
 
     async def _apply(self, clients: MeshClients) -> None:
         """A prediction for every row as soon as the store holds it."""
-        while self._producing or self._waiting:
+        while self.producing or self._waiting:
             now = self._elapsed()
             due = [w for w in self._waiting if w.next_try <= now]
             if due:
@@ -439,7 +426,7 @@ class ReplayRun:
     # -- the world sending the labels back -------------------------------------------------
 
     async def _feed_back(self, clients: MeshClients) -> None:
-        while self._predicting or len(self._labels):
+        while self.predicting or len(self._labels):
             sent = await self._labels.send_due(clients, self._elapsed())
             if sent.error:
                 self._error("feedback", sent.error)
