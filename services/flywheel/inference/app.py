@@ -104,7 +104,7 @@ class InferenceApp:
         self.readiness.add_check(
             "model_versions_consumer", lambda: self.consumer is not None and self.consumer.healthy
         )
-        self.server = GrpcServer(settings, self.readiness)
+        self.server = GrpcServer(settings, self.readiness, common.grpc_security)
         await asyncio.to_thread(
             ensure_topics,
             common.kafka_bootstrap,
@@ -138,6 +138,7 @@ class InferenceApp:
             settings.feature_store_target, settings.feature_store_timeout_s,
             settings.max_message_bytes, max_ids_per_call=settings.max_predict_rows,
             max_calls_in_flight=settings.feature_store_calls_in_flight,
+            security=common.grpc_security,
         )
         predictor = Predictor(
             self.store, self.feature_store.fetch, prediction_log, max_rows=settings.max_predict_rows

@@ -106,7 +106,7 @@ class TrainingApp:
         readiness = Readiness([SERVICE_NAME])
         readiness.add_check("labeled_consumer", lambda: self._consumer.healthy)
         readiness.add_check("model_loads_consumer", lambda: self._loads_consumer.healthy)
-        self.server = GrpcServer(settings, readiness)
+        self.server = GrpcServer(settings, readiness, common.grpc_security)
         self.server.add_service(
             training_pb2_grpc.add_TrainingServiceServicer_to_server,
             TrainingServicer(self.spec, self.registry, self.controller, self.promotions),
