@@ -9,6 +9,7 @@ service reads both once and passes them down; nothing else reads the environment
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -100,7 +101,21 @@ class CommonSettings(BaseSettings):
         pattern=r"^[A-Za-z0-9_-]*$",
     )
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How every Kafka client of the process reaches the brokers.")
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism (SASL_* protocols).")
+    kafka_sasl_username: str = Field("", description="SASL user (SASL_* protocols).")
+    kafka_sasl_password: SecretStr = Field(SecretStr(""), description="SASL password.")
+    kafka_ssl_ca: Path | None = Field(None, description="CA bundle (PEM) trusted for the "
+                                      "brokers' certificates (SSL, SASL_SSL).")
+    kafka_ssl_cert: Path | None = Field(None, description="Client certificate (PEM), for "
+                                        "brokers that require one.")
+    kafka_ssl_key: Path | None = Field(None, description="Client private key (PEM).")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis URL; `rediss://user:password@host:port/0"
+        "?ssl_ca_certs=ca.pem` for TLS and an ACL user (ssl_certfile / ssl_keyfile for a "
+        "client certificate).")
     spec_path: Path = Field(Path("flywheel.yaml"), description="The declarative spec file.")
     registry_uri: str = Field(".flywheel/registry", description="Model registry directory.")
     log_level: str = Field("INFO", description="Root log level.")
@@ -117,6 +132,24 @@ class CommonSettings(BaseSettings):
         default_factory=lambda: GrpcSecuritySettings(),
         description="TLS and tokens of the gRPC hops (FLYWHEEL_GRPC_*).",
     )
+
+    def kafka_client_security(self) -> dict[str, str]:
+        """The librdkafka properties of `kafka_security_protocol` (empty for PLAINTEXT)."""
+        protocol = self.kafka_security_protocol
+        if protocol == "PLAINTEXT":
+            return {}
+        config = {"security.protocol": protocol.lower()}
+        if protocol.startswith("SASL_"):
+            config.update({"sasl.mechanism": self.kafka_sasl_mechanism,
+                           "sasl.username": self.kafka_sasl_username,
+                           "sasl.password": self.kafka_sasl_password.get_secret_value()})
+        if protocol.endswith("SSL"):
+            for key, path in (("ssl.ca.location", self.kafka_ssl_ca),
+                              ("ssl.certificate.location", self.kafka_ssl_cert),
+                              ("ssl.key.location", self.kafka_ssl_key)):
+                if path is not None:
+                    config[key] = str(path)
+        return config
 
     @property
     def redis_key_prefix(self) -> str:
