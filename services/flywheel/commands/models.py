@@ -108,14 +108,13 @@ def _flywheel_errors():
 class _ServiceAliases:
     """Alias changes through the running training service (the mesh's one writer)."""
 
-    def __init__(self, address: str, deadline_s: float) -> None:
-        import grpc
-
+    def __init__(self, address: str, deadline_s: float, security=None) -> None:
+        from flywheel.common.grpc.client import sync_channel
         from flywheel.v1 import training_pb2_grpc
 
         self.address = address
         self._deadline_s = deadline_s
-        self._channel = grpc.insecure_channel(address)
+        self._channel = sync_channel(address, security=security)
         self._stub = training_pb2_grpc.TrainingServiceStub(self._channel)
 
     def _call(self, method, request):
@@ -146,7 +145,8 @@ class _ServiceAliases:
         self._channel.close()
 
 
-def _recorded_training_address() -> str | None:
+def _recorded_training() -> tuple[str, object] | None:
+    """(address, gRPC security) of the recorded mesh's training service, or None."""
     from flywheel.mesh import state as mesh_state
     from flywheel.mesh.settings import home_dir
 
@@ -156,15 +156,17 @@ def _recorded_training_address() -> str | None:
         raise CommandError(str(error)) from None
     if recorded is None or "training" not in recorded.services:
         return None
-    return recorded.address("training")
+    return recorded.address("training"), mesh_state.client_security(recorded)
 
 
 @contextlib.contextmanager
 def _alias_writer(settings, registry) -> Iterator:
     """The training service when a mesh is recorded, else `Promotions` in this process."""
-    address = _recorded_training_address()
-    if address is not None:
-        writer = _ServiceAliases(address, deadline_s=settings.kafka_timeout_s * 3 + 5)
+    recorded = _recorded_training()
+    if recorded is not None:
+        address, security = recorded
+        writer = _ServiceAliases(address, deadline_s=settings.kafka_timeout_s * 3 + 5,
+                                 security=security or settings.grpc_security)
         try:
             yield writer
         finally:
