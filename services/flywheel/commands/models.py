@@ -63,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     reg.add_argument("--threshold", type=float, default=0.0,
                      help="a binary classifier whose output is one score per row: class 1 when "
                      "the score is at least this (default 0.5)")
+    reg.add_argument("--sign-key", type=Path, metavar="KEY",
+                     help="PEM EC private key: sign the version's files in the OpenSSF model "
+                     "signing format (model.sig in the version folder; works offline)")
     reg.add_argument("--promote", action="store_true", help="make it the champion at once")
     reg.add_argument("--shadow", action="store_true", help="score it in shadow of the champion")
     reg.add_argument("--no-announce", action="store_true",
@@ -93,10 +96,12 @@ def _settings(args: argparse.Namespace | None = None):
     return mesh_context("registry", *(("kafka",) if announces else ())).common_settings()
 
 
-def _registry(settings):
+def _registry(settings, sign_key: Path | None = None):
     from flywheel.common.registry import ModelRegistry
 
-    return ModelRegistry(settings.registry_uri)
+    if sign_key is not None and not sign_key.is_file():
+        raise CommandError(f"--sign-key {sign_key}: no such file")
+    return ModelRegistry(settings.registry_uri, sign_key=sign_key)
 
 
 def _flywheel_errors():
@@ -298,7 +303,7 @@ def _register(args: argparse.Namespace) -> int:
         raise CommandError("an alias change is always announced: drop --no-announce")
     settings = _settings(args)
     plan = _registration(args, settings)
-    registry = _registry(settings)
+    registry = _registry(settings, args.sign_key)
     with reported(_flywheel_errors()):
         meta = registry.register(
             args.name, plan.artifact, task=plan.task, entity_type=plan.entity_type,

@@ -49,7 +49,7 @@ class TrainingApp:
         self.trainers = (check_trainers(self.spec) if trainer is None
                          else {m.name: trainer for m in self.spec.models})
         self.topics = Topics(common.namespace)
-        self.registry = ModelRegistry(common.registry_uri)
+        self.registry = ModelRegistry(common.registry_uri, sign_key=settings.sign_key)
         self.dataset = Dataset(settings.data_dir, self.spec.models)
         self.run_store = RunStore(settings.data_dir / "runs", settings.runs_kept, self.registry)
         self.port = 0
