@@ -4,8 +4,7 @@ private key, kept in the folder as ``model.sig`` (a Sigstore bundle). Key-based 
 verifying need no network.
 
 The manifest covers every file of the version except its metadata (``metadata.json``, which
-the registry rewrites to mark a version refused; the metadata's sha256 of the artifact is
-checked against the signed artifact at load anyway) and the signature itself.
+the registry rewrites to mark a version refused) and the signature itself.
 
 `Verifier.verify(folder)` runs before any byte of the artifact reaches ONNX (loader.py): a
 flipped byte, a swapped or added file, a signature by a key not trusted, or (when signatures
