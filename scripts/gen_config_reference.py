@@ -18,9 +18,10 @@ import sys
 from enum import Enum
 from pathlib import Path
 
+from pydantic import SecretStr
 from pydantic_core import PydanticUndefined
 
-from flywheel.common.settings import CommonSettings, ServiceSettings
+from flywheel.common.settings import CommonSettings, GrpcSecuritySettings, ServiceSettings
 from flywheel.mesh.services import SERVICES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +62,8 @@ def render_default(field) -> str:
         return "true" if value else "false"
     if isinstance(value, Enum):
         value = value.value
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
     if isinstance(value, (tuple, list)):
         return json.dumps(list(value))
     if value == "":
@@ -88,8 +91,11 @@ def rows(
 def reference() -> str:
     header = ["| variable | default | meaning |", "|---|---|---|"]
     lines = ["### Every service and command (`CommonSettings`)", "", *header]
-    lines += rows("FLYWHEEL_", CommonSettings.model_fields)
+    lines += rows("FLYWHEEL_", CommonSettings.model_fields, skip={"grpc_security"})
     lines += [f"| `{name}` | `{default}` | {text} |" for name, default, text in PROCESS_VARIABLES]
+    lines += ["", "### gRPC security of every server and client (`GrpcSecuritySettings`)", "",
+              "All unset: plain text and no tokens. See \"Security\".", "", *header]
+    lines += rows("FLYWHEEL_GRPC_", GrpcSecuritySettings.model_fields)
     names = ", ".join(s.name.upper() for s in SERVICES)
     ports = ", ".join(f"{s.name} {s.grpc_port} / {s.metrics_port}" for s in SERVICES)
     lines += [

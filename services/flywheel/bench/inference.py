@@ -64,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mlserver", default=".venv-bench/bin/mlserver",
                         help="the mlserver executable of a separate venv")
     parser.add_argument("--skip-peer", action="store_true", help="do not measure MLServer")
+    parser.add_argument("--secure", action="store_true",
+                        help="instead: ModelInfer with mutual TLS and a bearer token against "
+                        "the same service in plain text, same run (the cost of security)")
     parser.add_argument("--skip-predict", action="store_true",
                         help="do not measure Predict by entity (needs the feature store)")
 
@@ -108,14 +111,15 @@ def _process(argv: list[str], env: dict[str, str], log: Path,
 
 
 def _wait_ready(target: str, timeout_s: float, process: subprocess.Popen, log: Path,
-                model: str = MODEL) -> None:
+                model: str = MODEL, security=None) -> None:
     import grpc
 
+    from flywheel.common.grpc.client import sync_channel
     from flywheel.oip import grpc_service_pb2 as oip
     from flywheel.oip import grpc_service_pb2_grpc as oip_grpc
 
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(target) as channel:
+    with sync_channel(target, security=security) as channel:
         stub = oip_grpc.GRPCInferenceServiceStub(channel)
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -129,12 +133,15 @@ def _wait_ready(target: str, timeout_s: float, process: subprocess.Popen, log: P
     raise RuntimeError(f"{target} not ready after {timeout_s}s: {log.read_text()[-2000:]}")
 
 
-def _measure(target: str, method: str, payload: bytes, args: argparse.Namespace, work: Path) -> dict:
-    """Runs the load generator in its own process; returns its figures."""
+def _measure(target: str, method: str, payload: bytes, args: argparse.Namespace, work: Path,
+             tls: dict[str, str] | None = None) -> dict:
+    """Runs the load generator in its own process; returns its figures. `tls`: the CA,
+    client certificate, key and token files it dials with (plain text without)."""
     payload_file = work / f"payload-{secrets.token_hex(4)}.bin"
     payload_file.write_bytes(payload)
     spec = {"target": target, "method": method, "payload": str(payload_file),
-            "concurrency": args.concurrency, "duration": args.duration, "warmup": args.warmup}
+            "concurrency": args.concurrency, "duration": args.duration, "warmup": args.warmup,
+            "tls": tls}
     done = subprocess.run(
         [sys.executable, "-m", "flywheel.bench.inference", "load", json.dumps(spec)],
         capture_output=True, timeout=args.duration + args.warmup + 60, check=False,
@@ -147,19 +154,22 @@ def _measure(target: str, method: str, payload: bytes, args: argparse.Namespace,
 
 
 def _alternating(targets: dict[str, str], case: str, method: str, payload: bytes,
-                 args: argparse.Namespace, work: Path) -> dict[str, dict]:
+                 args: argparse.Namespace, work: Path,
+                 tls: dict[str, dict[str, str]] | None = None) -> dict[str, dict]:
     """`args.rounds` rounds of each target in turn on one payload; per target its best round
-    (highest throughput), with every round's throughput beside it."""
+    (highest throughput), with every round's throughput beside it. `tls`: per target name,
+    how the load generator dials it (see `_measure`)."""
+    tls = tls or {}
     rounds: dict[str, list[dict]] = {name: [] for name in targets}
     if args.prime > 0:
         # Unmeasured: the first seconds of a path (a new topic, the broker's JIT, caches) are
         # not its steady state.
         priming = argparse.Namespace(**{**vars(args), "duration": args.prime, "warmup": 0.0})
-        for target in targets.values():
-            _measure(target, method, payload, priming, work)
+        for name, target in targets.items():
+            _measure(target, method, payload, priming, work, tls.get(name))
     for _ in range(max(1, args.rounds)):
         for name, target in targets.items():
-            rounds[name].append(_measure(target, method, payload, args, work))
+            rounds[name].append(_measure(target, method, payload, args, work, tls.get(name)))
     best = {}
     for name, measured in rounds.items():
         top = max(measured, key=lambda figures: figures["rps"])
@@ -180,6 +190,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
 
     report.with_defaults(args, add_arguments)
+    if args.secure:
+        from flywheel.bench._secure_inference import run_secure
+
+        return run_secure(args)
     common = CommonSettings()
     work = Path(tempfile.mkdtemp(prefix="flywheel-bench-inference-"))
     namespace = f"bench{secrets.token_hex(4)}"
@@ -424,9 +438,18 @@ async def _load(spec: dict) -> dict:
     payload = Path(spec["payload"]).read_bytes()
     latencies: list[float] = []
     errors: dict[str, int] = {}
-    async with grpc.aio.insecure_channel(
-        spec["target"], options=[("grpc.max_receive_message_length", 64 << 20)]
-    ) as channel:
+    options = [("grpc.max_receive_message_length", 64 << 20)]
+    tls = spec.get("tls")
+    metadata = None
+    if tls:
+        # As an application holds it: mutual TLS on the channel, the token on every call.
+        credentials = grpc.ssl_channel_credentials(*(
+            Path(tls[k]).read_bytes() for k in ("ca", "key", "cert")))
+        channel = grpc.aio.secure_channel(spec["target"], credentials, options=options)
+        metadata = (("authorization", f"Bearer {Path(tls['token']).read_text().strip()}"),)
+    else:
+        channel = grpc.aio.insecure_channel(spec["target"], options=options)
+    async with channel:
         call = channel.unary_unary(spec["method"])  # bytes in, bytes out: no client-side codec
         start = time.perf_counter()
         measure_from = start + spec["warmup"]
@@ -438,7 +461,7 @@ async def _load(spec: dict) -> dict:
                 if began >= stop_at:
                     return
                 try:
-                    await call(payload, timeout=30)
+                    await call(payload, timeout=30, metadata=metadata)
                 except grpc.aio.AioRpcError as error:
                     errors[error.code().name] = errors.get(error.code().name, 0) + 1
                     continue

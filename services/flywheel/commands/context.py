@@ -48,6 +48,11 @@ def mesh_context(*needs: str, environ: dict[str, str] | None = None,
         raise CommandError(str(exc), exit_code=NOT_UP_EXIT) from None
     except ValueError as exc:  # a corrupt state file, or a need this module does not know
         raise CommandError(str(exc)) from None
+    # Every Kafka client this command makes (the probe first) reaches the cluster as the
+    # settings say: plain text, or a secured mesh's operator user.
+    from flywheel.common.kafka import security as kafka_security
+
+    kafka_security.use(context.common_settings().kafka_client_security())
     if "kafka" in needs:
         _probe(context, "Kafka", context.kafka_bootstrap, "kafka_bootstrap")
     if "redis" in needs:

@@ -85,7 +85,7 @@ def find_mesh():
     endpoints = MeshEndpoints(
         grpc=dict(context.grpc), kafka_bootstrap=context.kafka_bootstrap,
         namespace=context.namespace, registry_uri=context.registry_uri,
-        spec_path=str(context.spec_path),
+        spec_path=str(context.spec_path), security=context.grpc_security,
     )
     return context.home, endpoints
 

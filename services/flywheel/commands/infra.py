@@ -25,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--kafka-port", type=int, help="broker port (default: a free one)")
     up.add_argument("--redis-port", type=int, help="Redis port (default: a free one)")
     up.add_argument("--timeout", type=float, help="seconds to wait for readiness (default 120)")
+    up.add_argument("--secure", action="store_true",
+                    help="Kafka on a SASL_SSL listener with SCRAM users, Redis on TLS with ACL "
+                    "users; CA, certificates and secrets in $FLYWHEEL_HOME/tls")
     add_json_flag(up)
     up.set_defaults(handler=_up)
 
@@ -56,7 +59,8 @@ def _local_infra():
 def _up(args: argparse.Namespace) -> int:
     with _infra_errors():
         status = _local_infra().up(
-            kafka_port=args.kafka_port, redis_port=args.redis_port, timeout=args.timeout
+            kafka_port=args.kafka_port, redis_port=args.redis_port, timeout=args.timeout,
+            secure=args.secure,
         )
     _print(status.to_json(), args.json, _describe)
     return 0
@@ -109,7 +113,9 @@ def _describe(status: dict) -> list[str]:
             state = "running, not answering" if part["running"] else "stopped"
         version = part["version"] or ""
         where = f"pid {part['pid']}" if part["pid"] else part["source"]
-        lines.append(f"{name:<6} {version:<8} {part['address']:<28} {state} ({where})")
+        secured = {"kafka": ", SASL_SSL + SCRAM", "redis": ", TLS + ACL users"}[name] \
+            if part.get("secure") else ""
+        lines.append(f"{name:<6} {version:<8} {part['address']:<28} {state} ({where}{secured})")
         if part["log"]:
             lines.append(f"{'':<16}log: {part['log']}")
     return lines

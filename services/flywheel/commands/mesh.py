@@ -27,6 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--namespace", help="prefix of topics, groups and keys (FLYWHEEL_NAMESPACE)")
     up.add_argument("--timeout", type=float, default=120.0,
                     help="seconds each start stage may take (default 120)")
+    up.add_argument("--secure", action="store_true",
+                    help="secure every hop: a local CA in $FLYWHEEL_HOME/tls, mutual TLS and "
+                    "bearer tokens with roles on the services, Kafka over SASL_SSL with a "
+                    "SCRAM user per service, Redis over TLS with an ACL user per service")
     add_json_flag(up)
     up.set_defaults(handler=_up)
 
@@ -69,7 +73,7 @@ def _progress(line: str) -> None:
 def _up(args: argparse.Namespace) -> int:
     with _mesh_errors():
         mesh = _mesh(free_ports=args.free_ports, namespace=args.namespace,
-                     start_timeout_s=args.timeout)
+                     start_timeout_s=args.timeout, secure=args.secure)
         mesh.up(report=_progress)
         status = mesh.status()
     _print_status(status.to_json(), args.json)
@@ -112,6 +116,11 @@ def _print_status(payload: dict, as_json: bool) -> None:
     print(f"namespace {payload['namespace'] or '(none)'}   kafka {payload['kafka_bootstrap']}   "
           f"redis {payload['redis_url']}")
     print(f"registry  {payload['registry_uri']}")
+    secured = payload.get("secured")
+    if secured:
+        print(f"secured   gRPC {secured['grpc']}; Kafka {secured['kafka']}; "
+              f"Redis {secured['redis']}")
+        print(f"          CA, certificates and secrets in {secured['material']}")
     supervisor = payload.get("supervisor")
     if supervisor is None or not supervisor["running"]:
         print("supervisor not running: nothing restarts a service that exits "

@@ -63,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     reg.add_argument("--threshold", type=float, default=0.0,
                      help="a binary classifier whose output is one score per row: class 1 when "
                      "the score is at least this (default 0.5)")
+    reg.add_argument("--sign-key", type=Path, metavar="KEY",
+                     help="PEM EC private key: sign the version's files in the OpenSSF model "
+                     "signing format (model.sig in the version folder; works offline)")
     reg.add_argument("--promote", action="store_true", help="make it the champion at once")
     reg.add_argument("--shadow", action="store_true", help="score it in shadow of the champion")
     reg.add_argument("--no-announce", action="store_true",
@@ -93,10 +96,12 @@ def _settings(args: argparse.Namespace | None = None):
     return mesh_context("registry", *(("kafka",) if announces else ())).common_settings()
 
 
-def _registry(settings):
+def _registry(settings, sign_key: Path | None = None):
     from flywheel.common.registry import ModelRegistry
 
-    return ModelRegistry(settings.registry_uri)
+    if sign_key is not None and not sign_key.is_file():
+        raise CommandError(f"--sign-key {sign_key}: no such file")
+    return ModelRegistry(settings.registry_uri, sign_key=sign_key)
 
 
 def _flywheel_errors():
@@ -108,14 +113,13 @@ def _flywheel_errors():
 class _ServiceAliases:
     """Alias changes through the running training service (the mesh's one writer)."""
 
-    def __init__(self, address: str, deadline_s: float) -> None:
-        import grpc
-
+    def __init__(self, address: str, deadline_s: float, security=None) -> None:
+        from flywheel.common.grpc.client import sync_channel
         from flywheel.v1 import training_pb2_grpc
 
         self.address = address
         self._deadline_s = deadline_s
-        self._channel = grpc.insecure_channel(address)
+        self._channel = sync_channel(address, security=security)
         self._stub = training_pb2_grpc.TrainingServiceStub(self._channel)
 
     def _call(self, method, request):
@@ -146,7 +150,8 @@ class _ServiceAliases:
         self._channel.close()
 
 
-def _recorded_training_address() -> str | None:
+def _recorded_training() -> tuple[str, object] | None:
+    """(address, gRPC security) of the recorded mesh's training service, or None."""
     from flywheel.mesh import state as mesh_state
     from flywheel.mesh.settings import home_dir
 
@@ -156,15 +161,17 @@ def _recorded_training_address() -> str | None:
         raise CommandError(str(error)) from None
     if recorded is None or "training" not in recorded.services:
         return None
-    return recorded.address("training")
+    return recorded.address("training"), mesh_state.client_security(recorded)
 
 
 @contextlib.contextmanager
 def _alias_writer(settings, registry) -> Iterator:
     """The training service when a mesh is recorded, else `Promotions` in this process."""
-    address = _recorded_training_address()
-    if address is not None:
-        writer = _ServiceAliases(address, deadline_s=settings.kafka_timeout_s * 3 + 5)
+    recorded = _recorded_training()
+    if recorded is not None:
+        address, security = recorded
+        writer = _ServiceAliases(address, deadline_s=settings.kafka_timeout_s * 3 + 5,
+                                 security=security or settings.grpc_security)
         try:
             yield writer
         finally:
@@ -296,7 +303,7 @@ def _register(args: argparse.Namespace) -> int:
         raise CommandError("an alias change is always announced: drop --no-announce")
     settings = _settings(args)
     plan = _registration(args, settings)
-    registry = _registry(settings)
+    registry = _registry(settings, args.sign_key)
     with reported(_flywheel_errors()):
         meta = registry.register(
             args.name, plan.artifact, task=plan.task, entity_type=plan.entity_type,

@@ -39,26 +39,28 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     add_json_flag(parser, "print one JSON object (the last line of stdout)")
 
 
-def training_address() -> str:
-    """Where the training service answers: the address `flywheel up` recorded in
-    $FLYWHEEL_HOME, else FLYWHEEL_TRAINING_GRPC_HOST / _GRPC_PORT or the default port."""
+def training_endpoint():
+    """(address, gRPC security) of the training service: the address `flywheel up` recorded
+    in $FLYWHEEL_HOME, else FLYWHEEL_TRAINING_GRPC_HOST / _GRPC_PORT or the default port."""
     from flywheel.demo.clients import MeshEndpoints
     from flywheel.mesh.settings import home_dir
 
     try:
-        return MeshEndpoints.discover(home_dir()).grpc["training"]
+        endpoints = MeshEndpoints.discover(home_dir())
     except ValueError as error:  # a malformed FLYWHEEL_* variable
         raise CommandError(str(error)) from None
+    return endpoints.grpc["training"], endpoints.security
+
 
 
 def _call(method: str, request, timeout_s: float):
     import grpc
 
-    from flywheel.common.grpc.client import channel_options
+    from flywheel.common.grpc.client import sync_channel
     from flywheel.v1 import training_pb2_grpc
 
-    address = training_address()
-    with grpc.insecure_channel(address, options=channel_options()) as channel:
+    address, security = training_endpoint()
+    with sync_channel(address, security=security) as channel:
         stub = training_pb2_grpc.TrainingServiceStub(channel)
         try:
             return getattr(stub, method)(request, timeout=timeout_s)

@@ -37,6 +37,7 @@ from flywheel.common import aliases as alias_plans
 from flywheel.common.aliases import CHAMPION, SHADOW, AliasPlan, AliasState, Refused
 from flywheel.common.errors import InvalidArgument, NotFound
 from flywheel.common.files import atomic_write
+from flywheel.common.signing import sign_folder
 from flywheel.v1 import common_pb2
 
 ARTIFACT = "model.onnx"
@@ -75,8 +76,11 @@ def _check_relative(relative: str) -> str:
 
 
 class ModelRegistry:
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, sign_key: Path | None = None) -> None:
+        """`sign_key`: a PEM EC private key; each version registered through this registry
+        is then signed (flywheel.common.signing) before it appears under its number."""
         self.root = Path(root)
+        self._sign_key = sign_key
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -182,6 +186,8 @@ class ModelRegistry:
                     status=common_pb2.MODEL_VERSION_STATUS_READY,
                 ))
                 atomic_write(staging / METADATA, json_format.MessageToJson(meta).encode())
+                if self._sign_key is not None:
+                    sign_folder(staging, self._sign_key)
                 os.rename(staging, target)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)

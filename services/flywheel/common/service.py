@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 from pydantic import ValidationError
 
 from flywheel.common.grpc.server import run_until_signalled
+from flywheel.common.kafka import security as kafka_security
 from flywheel.common.logging import configure_logging
 from flywheel.common.settings import CommonSettings, ServiceSettings
 
@@ -40,6 +41,7 @@ def run_service(
         )
         sys.exit(f"{name}: invalid settings: {problems}")
     configure_logging(name, common.log_level, common.log_json)
+    kafka_security.use(common.kafka_client_security())
 
     async def serve() -> None:
         try:

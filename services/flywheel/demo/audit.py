@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from flywheel.common.kafka.security import secured
 from flywheel.common.kafka.topics import Topics
 
 AUDIT_CHUNK = 500
@@ -37,13 +38,13 @@ def read_labeled(
 
     wanted = set(expected)
     topic = Topics(namespace).labeled
-    consumer = Consumer({
+    consumer = Consumer(secured({
         "bootstrap.servers": bootstrap,
         "group.id": f"flywheel-demo-audit-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
         "isolation.level": "read_committed",
         "socket.timeout.ms": 10000,
-    })
+    }))
     seen: Counter[str] = Counter()
     try:
         metadata = consumer.list_topics(topic.name, timeout=10.0)

@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 
 from flywheel.common.grpc.client import aio_channel
+from flywheel.common.settings import CommonSettings, GrpcSecuritySettings
 from flywheel.oip import grpc_service_pb2 as oip
 from flywheel.oip import grpc_service_pb2_grpc as oip_grpc
 from flywheel.v1 import (
@@ -44,6 +45,8 @@ class MeshEndpoints:
     namespace: str
     registry_uri: str
     spec_path: str
+    # How the services are dialled (TLS, client certificate, token); None: plain text.
+    security: GrpcSecuritySettings | None = None
 
     @classmethod
     def discover(cls, home: Path, environ: Mapping[str, str] | None = None) -> MeshEndpoints:
@@ -57,8 +60,8 @@ class MeshEndpoints:
                 namespace=recorded.namespace,
                 registry_uri=recorded.registry_uri,
                 spec_path=recorded.spec_path,
+                security=mesh_state.client_security(recorded) or CommonSettings().grpc_security,
             )
-        from flywheel.common.settings import CommonSettings
         from flywheel.mesh.services import SERVICES
 
         env = os.environ if environ is None else environ
@@ -74,6 +77,7 @@ class MeshEndpoints:
             namespace=common.namespace,
             registry_uri=common.registry_uri,
             spec_path=str(common.spec_path),
+            security=common.grpc_security,
         )
 
 
@@ -87,7 +91,8 @@ class MeshClients:
 
     async def __aenter__(self) -> MeshClients:
         for name in SERVICE_NAMES:
-            self._channels[name] = aio_channel(self.endpoints.grpc[name])
+            self._channels[name] = aio_channel(self.endpoints.grpc[name],
+                                               security=self.endpoints.security)
         self.ingest = ingest_pb2_grpc.IngestServiceStub(self._channels["ingest"])
         self.features = features_pb2_grpc.FeatureStoreServiceStub(self._channels["features"])
         self.predictions = prediction_pb2_grpc.PredictionServiceStub(self._channels["inference"])

@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from flywheel.common.grpc.client import aio_channel, health_status
+from flywheel.common.settings import GrpcSecuritySettings
 
 T = TypeVar("T")
 
@@ -33,11 +34,11 @@ class MeshGone(MeshUnavailable):
     """A service of the mesh stopped answering during the run."""
 
 
-def check_mesh(targets: Mapping[str, str]) -> None:
+def check_mesh(targets: Mapping[str, str], security: GrpcSecuritySettings | None = None) -> None:
     """Every service answers its health check; all but inference (which may wait for its
     first model) are SERVING. Fails fast, naming the first one that is not. Blocking."""
     for name, target in targets.items():
-        status = health_status(target, timeout_s=3.0)
+        status = health_status(target, timeout_s=3.0, security=security)
         if status == "SERVING" or (name == "inference" and status == "NOT_SERVING"):
             continue
         raise MeshUnavailable(f"{name} at {target} is {status}: start the mesh with `flywheel up`")
@@ -48,8 +49,9 @@ class MeshWatcher:
     ``MeshGone``. The pure part, ``observe``, decides from answers and their times."""
 
     def __init__(self, targets: Mapping[str, str], grace_s: float = GRACE_S,
-                 every_s: float = EVERY_S) -> None:
+                 every_s: float = EVERY_S, security: GrpcSecuritySettings | None = None) -> None:
         self.targets = dict(targets)
+        self.security = security
         self.grace_s = grace_s
         self.every_s = every_s
         self._silent_since: dict[str, float] = {}
@@ -66,7 +68,8 @@ class MeshWatcher:
             )
 
     async def watch(self) -> None:
-        channels = {name: aio_channel(target) for name, target in self.targets.items()}
+        channels = {name: aio_channel(target, security=self.security)
+                    for name, target in self.targets.items()}
         try:
             stubs = {name: health_pb2_grpc.HealthStub(ch) for name, ch in channels.items()}
             while True:

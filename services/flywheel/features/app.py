@@ -44,7 +44,7 @@ class FeaturesApp:
         self.spec = spec or load_spec(common.spec_path)
         self.topics = Topics(common.namespace)
         self.readiness = Readiness([SERVICE])
-        self.server = GrpcServer(settings, self.readiness)
+        self.server = GrpcServer(settings, self.readiness, common.grpc_security)
         self.snapshot_folder = Path(settings.snapshot_dir) / (common.namespace or "default")
         self.use_gpu = gpu_available() if settings.use_gpu is None else settings.use_gpu
         self.port = 0

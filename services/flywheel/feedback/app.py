@@ -79,7 +79,7 @@ class FeedbackApp:
         readiness = Readiness([SERVICE_NAME])
         readiness.add_check("redis", self._redis.ping)
         readiness.add_check("join_consumer", lambda: self.joiner.healthy)
-        self.server = GrpcServer(settings, readiness)
+        self.server = GrpcServer(settings, readiness, common.grpc_security)
         self.server.add_service(
             feedback_pb2_grpc.add_FeedbackServiceServicer_to_server,
             FeedbackServicer(recorder, settings.max_batch_size, settings.stream_chunk),

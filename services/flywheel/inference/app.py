@@ -24,6 +24,7 @@ from flywheel.common.kafka.topics import Topics
 from flywheel.common.metrics import start_metrics_server
 from flywheel.common.registry import ModelRegistry
 from flywheel.common.settings import CommonSettings
+from flywheel.common.signing import Verifier
 from flywheel.inference import oip_servicer, prediction_servicer
 from flywheel.inference.batcher import BATCH_SIZE, Batcher
 from flywheel.inference.feature_client import FeatureStoreClient
@@ -58,6 +59,8 @@ class InferenceApp:
             ),
             max_artifact_bytes=settings.max_artifact_bytes,
             warmup_rows=settings.warmup_rows,
+            signatures=(Verifier(settings.trusted_key_files, settings.require_signature)
+                        if settings.trusted_key_files or settings.require_signature else None),
         )
         # Every load attempt is reported on the model-loads topic (once the producer exists).
         self.load_reporter: LoadReporter | None = None
@@ -104,7 +107,7 @@ class InferenceApp:
         self.readiness.add_check(
             "model_versions_consumer", lambda: self.consumer is not None and self.consumer.healthy
         )
-        self.server = GrpcServer(settings, self.readiness)
+        self.server = GrpcServer(settings, self.readiness, common.grpc_security)
         await asyncio.to_thread(
             ensure_topics,
             common.kafka_bootstrap,
@@ -138,6 +141,7 @@ class InferenceApp:
             settings.feature_store_target, settings.feature_store_timeout_s,
             settings.max_message_bytes, max_ids_per_call=settings.max_predict_rows,
             max_calls_in_flight=settings.feature_store_calls_in_flight,
+            security=common.grpc_security,
         )
         predictor = Predictor(
             self.store, self.feature_store.fetch, prediction_log, max_rows=settings.max_predict_rows

@@ -33,6 +33,7 @@ from flywheel.common.dependency import Dependency
 from flywheel.common.errors import FailedPrecondition, FlywheelError
 from flywheel.common.grpc.client import aio_channel
 from flywheel.common.grpc.interceptors import REQUEST_ID_KEY, TRACEPARENT_KEY
+from flywheel.common.settings import GrpcSecuritySettings
 from flywheel.inference.predictor import StoredEntity
 from flywheel.v1 import common_pb2, features_pb2, features_pb2_grpc
 
@@ -95,11 +96,12 @@ class FeatureStoreClient:
         self, target: str, timeout_s: float, max_message_bytes: int, *,
         max_ids_per_call: int = 4096,
         max_calls_in_flight: int = 1,
+        security: GrpcSecuritySettings | None = None,
     ) -> None:
         self._target = target
         self._dependency = Dependency(f"the feature store at {target}", timeout_s)
         self._max_ids = max_ids_per_call
-        self._channel = aio_channel(target, max_message_bytes)
+        self._channel = aio_channel(target, max_message_bytes, security)
         self._stub = features_pb2_grpc.FeatureStoreServiceStub(self._channel)
         self._max_in_flight = max_calls_in_flight
         self._open: dict[tuple[str, tuple[str, ...]], _Group] = {}

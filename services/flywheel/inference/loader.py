@@ -27,6 +27,7 @@ from prometheus_client import Counter
 
 from flywheel.common.errors import ArtifactRejected
 from flywheel.common.registry import ModelRegistry
+from flywheel.common.signing import SignatureRefused, Verifier
 from flywheel.inference.bindings import BindingError, FeedLayout, layout_for
 from flywheel.inference.external_data import escapes, external_locations
 from flywheel.inference.outputs import OutputRule, UnusableOutputs
@@ -75,8 +76,10 @@ class Loader:
         *,
         max_artifact_bytes: int,
         warmup_rows: int = 2,
+        signatures: Verifier | None = None,
     ) -> None:
         self._registry = registry
+        self._signatures = signatures
         self._session_factory = session_factory
         self._max_bytes = max_artifact_bytes
         self._warmup_rows = warmup_rows
@@ -96,6 +99,7 @@ class Loader:
     def _load(self, meta: common_pb2.ModelVersion) -> LoadedModel:
         folder = self._registry.version_dir(meta.model_name, meta.version)
         path = self._registry.artifact_path(meta)
+        self._verify_signature(meta, folder)
         data = self._read_verified(folder, path, meta.sha256)
         try:
             model = onnx.load_model_from_string(data)
@@ -124,6 +128,24 @@ class Loader:
         return LoadedModel(meta, session, batchable, layout, rule)
 
     # -- the checks --------------------------------------------------------------------------
+
+    def _verify_signature(self, meta: common_pb2.ModelVersion, folder: Path) -> None:
+        """First of all: the files of the version are those its trusted signer signed."""
+        if self._signatures is None:
+            return
+        try:
+            os.lstat(folder)
+        except FileNotFoundError:
+            raise Rejected("missing", f"{folder.name} does not exist") from None
+        if stat.S_ISLNK(os.lstat(folder).st_mode):
+            raise Rejected("symlink", f"{folder} is a symbolic link")
+        try:
+            key = self._signatures.verify(folder)
+        except SignatureRefused as error:
+            raise Rejected("signature", str(error)) from None
+        if key is not None:
+            log.info("signature verified", extra={"model": meta.model_name,
+                                                   "version": meta.version, "key": key})
 
     def _read_verified(self, folder: Path, path: Path, expected_sha256: str) -> bytes:
         for part in (folder, path):

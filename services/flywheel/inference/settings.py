@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -62,6 +63,17 @@ class InferenceSettings(ServiceSettings):
         512 * 1024 * 1024, gt=0, description="Largest artifact (with its external data) loaded."
     )
     warmup_rows: int = Field(2, gt=0, description="Rows of the dummy batch run before a swap.")
+    trusted_signing_keys: str = Field(
+        "", description="Comma-separated PEM public keys whose model signatures (OpenSSF model "
+        "signing) are trusted; a signed version is verified against them before a session is "
+        "created.")
+    require_signature: bool = Field(
+        False, description="Refuse a version that is unsigned or not signed by a trusted key, "
+        "as a corrupt one is refused (the version serving keeps serving).")
+
+    @property
+    def trusted_key_files(self) -> tuple[Path, ...]:
+        return tuple(Path(p.strip()) for p in self.trusted_signing_keys.split(",") if p.strip())
     load_timeout_s: float = Field(120.0, gt=0, description="Upper bound on loading one version.")
     max_pinned_versions: int = Field(
         4, ge=0, description="Versions other than champion and shadow kept loaded for the "

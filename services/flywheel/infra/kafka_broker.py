@@ -16,9 +16,11 @@ import subprocess
 import uuid
 from pathlib import Path
 
+from flywheel.common.kafka.security import secured
 from flywheel.infra import processes
 from flywheel.infra.errors import InfraError
 from flywheel.infra.processes import ProcessRef
+from flywheel.infra.secure import SecureMaterial
 from flywheel.infra.settings import InfraSettings
 from flywheel.infra.state import ComponentState
 
@@ -115,9 +117,13 @@ def broker_config(host: str, port: int, controller_port: int, data: str) -> dict
     }
 
 
-def server_properties(settings: InfraSettings, data: Path, port: int, controller_port: int) -> str:
-    """``broker_config`` as the text of a server.properties file."""
+def server_properties(settings: InfraSettings, data: Path, port: int, controller_port: int,
+                      secure: SecureMaterial | None = None) -> str:
+    """``broker_config`` as the text of a server.properties file (with the SASL_SSL listener
+    of `secure`, when given)."""
     values = broker_config(settings.host, port, controller_port, str(data))
+    if secure is not None:
+        values.update(secure.broker_overrides(settings.host, port, controller_port))
     return "".join(f"{key}={value}\n" for key, value in values.items())
 
 
@@ -132,27 +138,34 @@ def _java_command(settings: InfraSettings, java: str, logs: Path, heap: str) -> 
     return command + ["-cp", str(settings.jars_dir / "*")]
 
 
-def start(settings: InfraSettings, java: str, port: int, controller_port: int) -> ComponentState:
+def start(settings: InfraSettings, java: str, port: int, controller_port: int,
+          secure: SecureMaterial | None = None) -> ComponentState:
     """Format the storage when it is new, start the broker detached, return its state.
 
+    A secured broker (`secure`) keeps its own folder, ``kafka-secure``: its storage is
+    formatted with the SCRAM users, which a plain one never had.
     Does not wait for readiness: see ``wait_ready``.
     """
     version = fetch_jars(settings)
-    home = settings.root / "kafka"
+    home = settings.root / ("kafka-secure" if secure else "kafka")
     data, logs = home / "data", home / "logs"
     data.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
     config = home / "server.properties"
-    config.write_text(server_properties(settings, data, port, controller_port))
+    # It holds the broker's own SCRAM password when secured: owner-only.
+    config.touch(mode=0o600)
+    config.write_text(server_properties(settings, data, port, controller_port, secure))
     if not (data / "meta.properties").exists():
-        _format_storage(settings, java, config, logs)
+        _format_storage(settings, java, config, logs,
+                        secure.scram_users() if secure else [])
     argv = _java_command(settings, java, logs, settings.kafka_heap) + ["kafka.Kafka", str(config)]
     pid = processes.spawn_detached(argv, logs / "stdout.log")
     return ComponentState(
         name="kafka", source="local", address=f"{settings.host}:{port}", host=settings.host,
         port=port, pid=pid, marker=f"kafka.Kafka {config}", version=version,
         log=str(logs / "server.log"), data=str(data),
-        extra={"controller_port": controller_port, "stdout": str(logs / "stdout.log")},
+        extra={"controller_port": controller_port, "stdout": str(logs / "stdout.log"),
+               "secure": secure is not None},
     )
 
 
@@ -166,11 +179,14 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def _format_storage(settings: InfraSettings, java: str, config: Path, logs: Path) -> None:
+def _format_storage(settings: InfraSettings, java: str, config: Path, logs: Path,
+                    scram_users: list[str]) -> None:
     cluster_id = new_cluster_id()
     argv = _java_command(settings, java, logs, "256m") + [
         "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
     ]
+    for user in scram_users:
+        argv += ["--add-scram", user]
     try:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     except subprocess.TimeoutExpired as exc:
@@ -182,19 +198,21 @@ def _format_storage(settings: InfraSettings, java: str, config: Path, logs: Path
         )
 
 
-def probe(bootstrap: str, timeout: float = 2.0) -> bool:
-    """True when the broker at ``bootstrap`` answers a metadata request naming a broker."""
+def probe(bootstrap: str, timeout: float = 2.0, client: dict[str, str] | None = None) -> bool:
+    """True when the broker at ``bootstrap`` answers a metadata request naming a broker;
+    `client`: the security properties to reach it with (default: this process's)."""
     if not _any_port_open(bootstrap, timeout):
         return False
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({
+    config = {
         "bootstrap.servers": bootstrap,
         "logger": _client_log,
         "socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000)),
         "reconnect.backoff.max.ms": 200,
-    })
+    }
+    admin = AdminClient({**config, **client} if client is not None else secured(config))
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException:
@@ -215,12 +233,14 @@ def _any_port_open(bootstrap: str, timeout: float) -> bool:
     return False
 
 
-def wait_ready(state: ComponentState, timeout: float) -> None:
+def wait_ready(state: ComponentState, timeout: float,
+               client: dict[str, str] | None = None) -> None:
     """Block until the broker answers metadata requests; fail with its log tail otherwise."""
     ref = ProcessRef(state.pid, state.marker) if state.pid and state.marker else None
     logs = [Path(state.log)] if state.log else []
     if state.extra.get("stdout"):
         logs.append(Path(state.extra["stdout"]))
     processes.wait_for(
-        state.describe("Kafka broker"), lambda: probe(state.address), ref, logs, timeout
+        state.describe("Kafka broker"), lambda: probe(state.address, client=client), ref, logs,
+        timeout
     )

@@ -25,12 +25,11 @@ from flywheel.infra import kafka_broker, processes, redis_server
 from flywheel.infra.errors import InfraError
 from flywheel.infra.ports import resolve_ports
 from flywheel.infra.processes import ProcessRef
+from flywheel.infra.secure import OPERATOR, SecureMaterial
 from flywheel.infra.settings import InfraSettings
 from flywheel.infra.state import ComponentState, InfraState, load_state, save_state
 
 COMPONENTS = ("kafka", "redis")
-_PROBES = {"kafka": kafka_broker.probe, "redis": redis_server.probe}
-_WAITS = {"kafka": kafka_broker.wait_ready, "redis": redis_server.wait_ready}
 
 
 @dataclass(frozen=True)
@@ -47,6 +46,7 @@ class ComponentStatus:
     port: int | None = None
     version: str | None = None
     log: str | None = None
+    secure: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,14 +126,18 @@ class LocalInfra:
 
     def up(
         self, *, kafka_port: int | None = None, redis_port: int | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None, secure: bool = False,
     ) -> InfraStatus:
         """Start what is not running yet and wait until both parts answer.
 
         Ports default to free ones. Parts already running are kept (asking for another
-        port for them is an error). On failure, whatever this call started is stopped again.
+        port for them, or for another security, is an error). On failure, whatever this call
+        started is stopped again. ``secure``: Kafka on a SASL_SSL listener with SCRAM users
+        and Redis on TLS with ACL users, from the material in ``settings.secure_dir``
+        (made there the first time).
         """
         timeout = self.settings.start_timeout_s if timeout is None else timeout
+        material = SecureMaterial.ensure(self.settings.secure_dir) if secure else None
         with self._locked():
             previous = self._load()
             current = dict(previous.components) if previous else {}
@@ -151,6 +155,11 @@ class LocalInfra:
                         )
                     current[name] = external
                 elif kept_alive:
+                    if bool(kept.extra.get("secure")) != secure:
+                        raise InfraError(
+                            f"{name} already runs {'with' if not secure else 'without'} "
+                            f"security under {self.root}; run `flywheel infra down` first"
+                        )
                     if wanted[name] and wanted[name] != kept.port:
                         raise InfraError(
                             f"{name} already runs on port {kept.port} under {self.root}; "
@@ -162,12 +171,14 @@ class LocalInfra:
                         # Killed from outside: its threads may still hold the ports.
                         processes.wait_exited(dead.pid)
                     to_start.append(name)
-            started = self._start(to_start, wanted, current)
+            started = self._start(to_start, wanted, current, material)
             state = InfraState(str(self.root), current, time.time())
             save_state(self.settings.state_file, state)
             try:
-                for name in COMPONENTS:
-                    _WAITS[name](current[name], timeout)
+                kafka_broker.wait_ready(current["kafka"], timeout,
+                                        self._kafka_client(current["kafka"]))
+                redis_server.wait_ready(current["redis"], timeout,
+                                        self._redis_probe_url(current["redis"]))
             except BaseException:
                 for name in started:
                     self._stop_quietly(current.pop(name))
@@ -176,7 +187,8 @@ class LocalInfra:
         return self.status()
 
     def _start(
-        self, names: list[str], wanted: dict[str, int | None], into: dict[str, ComponentState]
+        self, names: list[str], wanted: dict[str, int | None], into: dict[str, ComponentState],
+        material: SecureMaterial | None = None,
     ) -> list[str]:
         if not names:
             return []
@@ -199,12 +211,12 @@ class LocalInfra:
         try:
             if "redis" in names:  # first: it is ready while the JVM still boots
                 into["redis"] = redis_server.start(
-                    self.settings, paths["redis-server"], ports["redis"]
+                    self.settings, paths["redis-server"], ports["redis"], material
                 )
                 started.append("redis")
             if "kafka" in names:
                 into["kafka"] = kafka_broker.start(
-                    self.settings, paths["java"], ports["kafka"], ports["controller"]
+                    self.settings, paths["java"], ports["kafka"], ports["controller"], material
                 )
                 started.append("kafka")
         except BaseException:
@@ -249,13 +261,35 @@ class LocalInfra:
     def __exit__(self, *exc_info: object) -> None:
         self.down()
 
+    @property
+    def material(self) -> SecureMaterial | None:
+        """The secured infrastructure's material, when it was made."""
+        return SecureMaterial.existing(self.settings.secure_dir)
+
+    def _kafka_client(self, component: ComponentState) -> dict[str, str] | None:
+        """The properties a probe reaches this broker with (None: the process's own)."""
+        material = self.material if component.extra.get("secure") else None
+        return material.kafka_client(OPERATOR) if material else None
+
+    def _redis_probe_url(self, component: ComponentState) -> str:
+        material = self.material if component.extra.get("secure") else None
+        if material is None or component.host is None or component.port is None:
+            return component.address
+        return material.redis_url(component.host, component.port, OPERATOR)
+
+    def _probe(self, component: ComponentState) -> bool:
+        if component.name == "kafka":
+            return kafka_broker.probe(component.address, client=self._kafka_client(component))
+        return redis_server.probe(self._redis_probe_url(component))
+
     def _describe(self, component: ComponentState, probe: bool) -> ComponentStatus:
         alive = _alive(component) if component.source == "local" else None
-        ready = bool(probe and alive is not False and _PROBES[component.name](component.address))
+        ready = bool(probe and alive is not False and self._probe(component))
         return ComponentStatus(
             name=component.name, source=component.source, address=component.address,
             running=ready if alive is None else alive, ready=ready,
             pid=component.pid, port=component.port, version=component.version, log=component.log,
+            secure=bool(component.extra.get("secure")),
         )
 
     def _external(self, name: str) -> ComponentState | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from flywheel.infra import processes
 from flywheel.infra.processes import ProcessRef
+from flywheel.infra.secure import SecureMaterial
 from flywheel.infra.settings import InfraSettings
 from flywheel.infra.state import ComponentState
 
@@ -24,24 +25,31 @@ def server_version(redis_server: str) -> str | None:
     return match.group(1) if match else None
 
 
-def start(settings: InfraSettings, redis_server: str, port: int) -> ComponentState:
-    """Start redis-server detached on ``settings.host:port``; does not wait for readiness."""
+def start(settings: InfraSettings, redis_server: str, port: int,
+          secure: SecureMaterial | None = None) -> ComponentState:
+    """Start redis-server detached on ``settings.host:port``; does not wait for readiness.
+    Secured (`secure`): TLS only on that port (no plain-text one) and the ACL users of
+    `secure`, the default user off."""
     home = settings.root / "redis"
     data, log = home / "data", home / "redis.log"
     data.mkdir(parents=True, exist_ok=True)
+    listen = (["--port", "0", "--tls-port", str(port), *secure.redis_args()]
+              if secure else ["--port", str(port)])
     argv = [
         redis_server,
-        "--bind", settings.host, "--port", str(port), "--dir", str(data),
+        "--bind", settings.host, *listen, "--dir", str(data),
         "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
         "--daemonize", "no",
         # Keep the command line as started: the state file finds the process by it.
         "--set-proc-title", "no",
     ]
     pid = processes.spawn_detached(argv, log)
+    scheme = "rediss" if secure else "redis"
     return ComponentState(
-        name="redis", source="local", address=f"redis://{settings.host}:{port}/0",
+        name="redis", source="local", address=f"{scheme}://{settings.host}:{port}/0",
         host=settings.host, port=port, pid=pid, marker=f"--dir {data}",
         version=server_version(redis_server), log=str(log), data=str(data),
+        extra={"secure": secure is not None},
     )
 
 
@@ -58,10 +66,11 @@ def probe(url: str, timeout: float = 2.0) -> bool:
         client.close()
 
 
-def wait_ready(state: ComponentState, timeout: float) -> None:
-    """Block until the server answers PING; fail with its log tail otherwise."""
+def wait_ready(state: ComponentState, timeout: float, url: str | None = None) -> None:
+    """Block until the server answers PING (at `url`, the address with its credentials,
+    when given); fail with its log tail otherwise."""
     ref = ProcessRef(state.pid, state.marker) if state.pid and state.marker else None
     logs = [Path(state.log)] if state.log else []
     processes.wait_for(
-        state.describe("Redis"), lambda: probe(state.address), ref, logs, timeout
+        state.describe("Redis"), lambda: probe(url or state.address), ref, logs, timeout
     )

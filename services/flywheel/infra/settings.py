@@ -34,6 +34,8 @@ class InfraSettings:
         started; the given address is used and reported with source ``external``.
     java, mvn, redis_server
         The programs, as names looked up on PATH or as paths (``java`` follows JAVA_HOME).
+    tls_dir
+        The secured infrastructure's material (``flywheel.infra.secure``): ``<home>/tls``.
     """
 
     root: Path
@@ -48,6 +50,7 @@ class InfraSettings:
     kafka_heap: str = "512m"
     start_timeout_s: float = 120.0
     stop_timeout_s: float = 30.0
+    tls_dir: Path | None = None
 
     @classmethod
     def from_env(
@@ -69,12 +72,19 @@ class InfraSettings:
             external_kafka_bootstrap=env.get("FLYWHEEL_KAFKA_BOOTSTRAP") or None,
             external_redis_url=env.get("FLYWHEEL_REDIS_URL") or None,
             java=java,
+            tls_dir=home / "tls",
         )
         return replace(settings, **overrides)
 
     @property
     def state_file(self) -> Path:
         return self.root / "state.json"
+
+    @property
+    def secure_dir(self) -> Path:
+        """Where a secured infrastructure keeps its CA, certificates and secrets:
+        ``$FLYWHEEL_HOME/tls`` (``<root>/tls`` for a root given alone)."""
+        return self.tls_dir or self.root / "tls"
 
     @property
     def log4j_config(self) -> Path:

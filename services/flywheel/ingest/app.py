@@ -31,7 +31,7 @@ class IngestApp:
         self.spec = spec or load_spec(common.spec_path)
         self.topics = Topics(common.namespace)
         self.readiness = Readiness([SERVICE])
-        self.server = GrpcServer(settings, self.readiness)
+        self.server = GrpcServer(settings, self.readiness, common.grpc_security)
         self.producer: Producer | None = None
         self.port = 0
         self.metrics_port = 0

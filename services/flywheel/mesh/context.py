@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flywheel.infra.home import home_dir
 from flywheel.mesh import state as state_file
@@ -58,6 +59,9 @@ class MeshContext:
     grpc: dict[str, str]
     state: MeshState | None = None
     origins: dict[str, str] = field(default_factory=dict)
+    # A secured mesh's FLYWHEEL_GRPC_* and FLYWHEEL_KAFKA_* for the operator (its
+    # certificate, token and Kafka user), where no such variable was given explicitly.
+    secure_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def state_file(self) -> Path:
@@ -90,13 +94,34 @@ class MeshContext:
         level, from FLYWHEEL_* as usual); ``overrides`` win."""
         from flywheel.common.settings import CommonSettings
 
-        return CommonSettings(**{**self._values(), **overrides})
+        return CommonSettings(**{**self._values(), **self._secure_values(), **overrides})
+
+    @property
+    def grpc_security(self):
+        """How this command dials the services (`GrpcSecuritySettings`): FLYWHEEL_GRPC_*, or
+        a secured mesh's operator certificate and token."""
+        return self.common_settings().grpc_security
 
     def environ(self) -> dict[str, str]:
         """The resolved values as FLYWHEEL_* variables, for a process this command starts."""
         env = {f"FLYWHEEL_{key.upper()}": str(value) for key, value in self._values().items()}
         env["FLYWHEEL_HOME"] = str(self.home)
+        env.update(self.secure_env)
         return env
+
+    def _secure_values(self) -> dict[str, Any]:
+        from flywheel.common.settings import GrpcSecuritySettings
+
+        values: dict[str, Any] = {}
+        grpc = {}
+        for key, value in self.secure_env.items():
+            if key.startswith("FLYWHEEL_GRPC_"):
+                grpc[key.removeprefix("FLYWHEEL_GRPC_").lower()] = value
+            else:
+                values[key.removeprefix("FLYWHEEL_").lower()] = value
+        if grpc:
+            values["grpc_security"] = GrpcSecuritySettings(**grpc)
+        return values
 
     def _values(self) -> dict[str, Any]:
         values = {"namespace": self.namespace, "spec_path": self.spec_path,
@@ -127,7 +152,22 @@ def resolve(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -
                  state.kafka_bootstrap if state else None)
     if kafka is None and infra.get("kafka"):
         kafka, origins["kafka_bootstrap"] = infra["kafka"], "infra state"
-    redis = pick("redis_url", "FLYWHEEL_REDIS_URL", state.redis_url if state else None)
+    material = state_file.secure_material(state)
+    secure_env: dict[str, str] = {}
+    if material is not None:
+        from flywheel.infra.secure import OPERATOR
+
+        secure = {**material.grpc_env(OPERATOR), **material.kafka_env(OPERATOR)}
+        explicit_grpc = any(k.startswith("FLYWHEEL_GRPC_") for k in env)
+        explicit_kafka = any(k.startswith("FLYWHEEL_KAFKA_S") for k in env)
+        secure_env = {k: v for k, v in secure.items()
+                      if not (explicit_grpc and k.startswith("FLYWHEEL_GRPC_"))
+                      and not (explicit_kafka and k.startswith("FLYWHEEL_KAFKA_"))}
+    recorded_redis = state.redis_url if state else None
+    if material is not None and recorded_redis:
+        parts = urlsplit(recorded_redis)
+        recorded_redis = material.redis_url(parts.hostname, parts.port, OPERATOR)
+    redis = pick("redis_url", "FLYWHEEL_REDIS_URL", recorded_redis)
     if redis is None and infra.get("redis"):
         redis, origins["redis_url"] = infra["redis"], "infra state"
     registry_dir = home / "registry"
@@ -151,7 +191,7 @@ def resolve(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -
     return MeshContext(
         home=home, namespace=namespace, spec_path=(base / spec).resolve(),
         kafka_bootstrap=kafka, redis_url=redis, registry_uri=registry, grpc=grpc,
-        state=state, origins=origins,
+        state=state, origins=origins, secure_env=secure_env,
     )
 
 

@@ -21,6 +21,7 @@ class MeshSettings:
     ``environ`` is the environment the services inherit (plus what the supervisor sets).
     ``python`` runs the services, ``supervisor_python`` the process that restarts them
     (with ``restart_backoff`` between the restarts of a service that keeps exiting).
+    ``secure``: the infrastructure and every hop secured (``flywheel up --secure``).
     """
 
     home: Path
@@ -35,6 +36,7 @@ class MeshSettings:
     restart_backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     start_timeout_s: float = 120.0
     stop_timeout_s: float = 20.0
+    secure: bool = False
 
     @property
     def state_file(self) -> Path:

@@ -75,6 +75,9 @@ class MeshState:
     started_at: float
     infra_root: str = ""
     infra_started: list[str] = field(default_factory=list)
+    # Set by `flywheel up --secure`: the folder of the CA, certificates and secrets
+    # (flywheel.infra.secure); empty for a plain mesh.
+    secure_dir: str = ""
     services: dict[str, ServiceState] = field(default_factory=dict)
     supervisor: SupervisorState | None = None
     format: int = STATE_FORMAT
@@ -127,3 +130,28 @@ def locked(home: Path, *, wait: bool = True) -> Iterator[bool]:
             yield False
             return
         yield True
+
+
+def secure_material(state: MeshState | None):
+    """The secured mesh's material (`flywheel.infra.secure.SecureMaterial`), or None for a
+    plain one."""
+    if state is None or not state.secure_dir:
+        return None
+    from flywheel.infra.secure import SecureMaterial
+
+    return SecureMaterial.existing(Path(state.secure_dir))
+
+
+def client_security(state: MeshState | None):
+    """The gRPC security (`GrpcSecuritySettings`) a command or the supervisor dials this
+    mesh's services with: the operator's certificate and token on a secured mesh, None
+    (plain text) otherwise."""
+    material = secure_material(state)
+    if material is None:
+        return None
+    from flywheel.common.settings import GrpcSecuritySettings
+    from flywheel.infra.secure import OPERATOR
+
+    return GrpcSecuritySettings(**{
+        key.removeprefix("FLYWHEEL_GRPC_").lower(): value
+        for key, value in material.grpc_env(OPERATOR).items()})

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flywheel.common.grpc.client import health_status
 from flywheel.infra import InfraError, LocalInfra, processes
@@ -74,9 +75,22 @@ class MeshStatus:
             "redis_url": s.redis_url if s else None,
             "registry_uri": s.registry_uri if s else None,
             "spec_path": s.spec_path if s else None,
+            "secured": _secured(s),
             "services": [service.to_json() for service in self.services],
             "supervisor": _supervisor_json(s),
         }
+
+
+def _secured(state: MeshState | None) -> dict[str, str] | None:
+    """What `flywheel up --secure` secured, for `flywheel status` (None: a plain mesh)."""
+    if state is None or not state.secure_dir:
+        return None
+    return {
+        "grpc": "mutual TLS + bearer tokens with roles",
+        "kafka": "SASL_SSL, SCRAM-SHA-512 user per service",
+        "redis": "TLS, ACL user per service",
+        "material": state.secure_dir,
+    }
 
 
 class Mesh:
@@ -168,7 +182,8 @@ class Mesh:
             ports = {"kafka_port": _port_of(state.kafka_bootstrap),
                      "redis_port": _port_of(state.redis_url)}
             report("restarting the local Kafka and Redis on their ports")
-            infra.up(timeout=self.settings.start_timeout_s, **ports)
+            infra.up(timeout=self.settings.start_timeout_s, secure=bool(state.secure_dir),
+                     **ports)
         except InfraError as exc:
             raise MeshError(f"infrastructure: {exc}", exc.detail) from None
 
@@ -220,8 +235,9 @@ class Mesh:
         try:
             before = infra.status(probe=False)
             already = {c.name for c in (before.kafka, before.redis) if c and c.running}
-            report("starting Kafka and Redis (or using the given addresses)")
-            status = infra.up(timeout=self.settings.start_timeout_s)
+            report("starting Kafka and Redis (or using the given addresses)"
+                   + (", secured" if self.settings.secure else ""))
+            status = infra.up(timeout=self.settings.start_timeout_s, secure=self.settings.secure)
         except InfraError as exc:
             raise MeshError(f"infrastructure: {exc}", exc.detail) from None
         started = [
@@ -240,12 +256,19 @@ class Mesh:
             started_at=time.time(),
             infra_root=str(self.settings.infra_root),
             infra_started=started,
+            secure_dir=str(infra.settings.secure_dir) if self.settings.secure else "",
         )
 
     def _ensure_topics(self, state: MeshState, report: Report) -> None:
         from flywheel.common.errors import FlywheelError
         from flywheel.mesh.topics import create_topics
 
+        material = state_file.secure_material(state)
+        if material is not None:
+            from flywheel.common.kafka import security as kafka_security
+            from flywheel.infra.secure import OPERATOR
+
+            kafka_security.use(material.kafka_client(OPERATOR))
         try:
             topics = create_topics(state.kafka_bootstrap, state.namespace)
         except FlywheelError as exc:
@@ -271,6 +294,11 @@ class Mesh:
             env[f"{service.env_prefix}{suffix}"] = state.address(target)
         for suffix, folder in service.data_dirs.items():
             env.setdefault(f"{service.env_prefix}{suffix}", str(Path(state.home) / folder))
+        material = state_file.secure_material(state)
+        if material is not None:
+            # Its own certificate, token, Kafka user and Redis user (flywheel.infra.secure).
+            redis = urlsplit(state.redis_url)
+            env.update(material.environ(service.name, redis.hostname, redis.port))
         return env
 
     def _spawn(self, state: MeshState, service: ServiceDef, ports: tuple[int, int],
@@ -300,6 +328,7 @@ class Mesh:
             return
         deadline = time.monotonic() + self.settings.start_timeout_s
         pending = {service.name for service in wave}
+        security = state_file.client_security(state)
         while pending:
             for name in sorted(pending):
                 service = state.services[name]
@@ -307,7 +336,7 @@ class Mesh:
                     raise MeshError(
                         f"{name} exited while starting (log: {service.log})", _tail(service)
                     )
-                health = health_status(service.grpc_address, timeout_s=1.0)
+                health = health_status(service.grpc_address, timeout_s=1.0, security=security)
                 elapsed = time.time() - service.started_at
                 if health == SERVING:
                     pending.discard(name)
@@ -321,7 +350,7 @@ class Mesh:
             if pending and time.monotonic() > deadline:
                 name = sorted(pending)[0]
                 service = state.services[name]
-                last = health_status(service.grpc_address, timeout_s=1.0)
+                last = health_status(service.grpc_address, timeout_s=1.0, security=security)
                 raise MeshError(
                     f"{name} not SERVING after {self.settings.start_timeout_s:.0f}s "
                     f"(last status {last}; log: {service.log})",
@@ -352,6 +381,7 @@ class Mesh:
         if state is None:
             return MeshStatus(None, [])
         found = []
+        security = state_file.client_security(state)
         for service in SERVICES:
             recorded = state.services.get(service.name)
             if recorded is None:
@@ -359,7 +389,8 @@ class Mesh:
             running = service_running(recorded)
             health = "STOPPED"
             if running:
-                health = health_status(recorded.grpc_address, timeout_s=1.0) if probe else "UNKNOWN"
+                health = (health_status(recorded.grpc_address, timeout_s=1.0, security=security)
+                          if probe else "UNKNOWN")
             found.append(ServiceStatus(
                 name=service.name, address=recorded.grpc_address, pid=recorded.pid,
                 running=running, health=health, log=recorded.log,

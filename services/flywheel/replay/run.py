@@ -160,9 +160,10 @@ class ReplayRun:
 
     async def run(self) -> dict[str, Any]:
         """The report; ``MeshUnavailable`` (``MeshGone`` mid-run) when the mesh is not there."""
-        await asyncio.to_thread(check_mesh, self.endpoints.grpc)
+        await asyncio.to_thread(check_mesh, self.endpoints.grpc, self.endpoints.security)
         try:
-            return await until_mesh_gone(self._run(), MeshWatcher(self.endpoints.grpc))
+            return await until_mesh_gone(self._run(), MeshWatcher(self.endpoints.grpc,
+                                                            security=self.endpoints.security))
         finally:
             self.progress.close()
 

@@ -49,7 +49,7 @@ class TrainingApp:
         self.trainers = (check_trainers(self.spec) if trainer is None
                          else {m.name: trainer for m in self.spec.models})
         self.topics = Topics(common.namespace)
-        self.registry = ModelRegistry(common.registry_uri)
+        self.registry = ModelRegistry(common.registry_uri, sign_key=settings.sign_key)
         self.dataset = Dataset(settings.data_dir, self.spec.models)
         self.run_store = RunStore(settings.data_dir / "runs", settings.runs_kept, self.registry)
         self.port = 0
@@ -106,7 +106,7 @@ class TrainingApp:
         readiness = Readiness([SERVICE_NAME])
         readiness.add_check("labeled_consumer", lambda: self._consumer.healthy)
         readiness.add_check("model_loads_consumer", lambda: self._loads_consumer.healthy)
-        self.server = GrpcServer(settings, readiness)
+        self.server = GrpcServer(settings, readiness, common.grpc_security)
         self.server.add_service(
             training_pb2_grpc.add_TrainingServiceServicer_to_server,
             TrainingServicer(self.spec, self.registry, self.controller, self.promotions),

@@ -15,6 +15,9 @@ class TrainingSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="FLYWHEEL_TRAINING_", frozen=True, extra="ignore")
 
     grpc_port: int = Field(50055, ge=0, le=65535, description="gRPC port (0: any free port).")
+    sign_key: Path | None = Field(
+        None, description="PEM EC private key the versions this service registers are signed "
+        "with (OpenSSF model signing; inference verifies them against its trusted keys).")
     metrics_port: int = Field(9205, ge=0, le=65535, description="Prometheus port (0: any free).")
     data_dir: Path = Field(
         Path(".flywheel/training"),

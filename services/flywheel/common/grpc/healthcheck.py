@@ -15,7 +15,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from pydantic import SecretStr
+
 from flywheel.common.grpc.client import health_status
+from flywheel.common.settings import GrpcSecuritySettings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,7 +30,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--live", action="store_true",
                         help="succeed on any answer (liveness), not only on SERVING (readiness)")
     args = parser.parse_args(argv)
-    status = health_status(f"{args.host}:{args.port}", args.service, timeout_s=args.timeout)
+    # The transport of the service it checks (TLS, a client certificate under mutual TLS),
+    # from the same FLYWHEEL_GRPC_* variables; health itself needs no token.
+    security = GrpcSecuritySettings()
+    status = health_status(f"{args.host}:{args.port}", args.service, timeout_s=args.timeout,
+                           security=security.model_copy(update={"token": SecretStr(""),
+                                                                "token_file": None}))
     print(status)
     accepted = {"SERVING", "NOT_SERVING"} if args.live else {"SERVING"}
     return 0 if status in accepted else 1

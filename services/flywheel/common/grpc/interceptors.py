@@ -44,6 +44,7 @@ from flywheel.common.context import (
 )
 from flywheel.common.errors import FlywheelError, InvalidArgument
 from flywheel.common.grpc.admission import Admission
+from flywheel.common.grpc.auth import Guard, role_of
 
 log = logging.getLogger("flywheel.grpc")
 
@@ -127,12 +128,27 @@ def _decoder(deserializer: Callable[[bytes], Any] | None, streaming: bool) -> De
     return decode_each
 
 
+Check = Callable[[grpc.aio.ServicerContext], "tuple[grpc.StatusCode, str] | None"]
+
+
+def _check_of(guard: Guard | None, method: str) -> Check | None:
+    """The per-call token check of `method` (None without authentication): its role is
+    found once, here."""
+    if guard is None:
+        return None
+    role = role_of(method)
+    return lambda context: guard.check(method, role, context.invocation_metadata())
+
+
 def _wrap_unary_response(
-    behavior: Callable, method: str, admission: Admission, decode: Decode | None = None
+    behavior: Callable, method: str, admission: Admission, decode: Decode | None = None,
+    check: Check | None = None,
 ) -> Callable:
     """A coroutine method (unary or stream request, one response)."""
 
     async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        if check is not None and (denial := check(context)) is not None:
+            await context.abort(*denial)
         if not admission.try_enter():
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, admission.refusal)
         tokens = _enter_context(context)
@@ -152,14 +168,17 @@ def _wrap_unary_response(
 
 
 def _wrap_stream_response(
-    behavior: Callable, method: str, admission: Admission, decode: Decode | None = None
+    behavior: Callable, method: str, admission: Admission, decode: Decode | None = None,
+    check: Check | None = None,
 ) -> Callable:
     """An async generator method (responses yielded); a coroutine method that writes its
     responses with `context.write` keeps that form."""
     if inspect.iscoroutinefunction(behavior):
-        return _wrap_unary_response(behavior, method, admission, decode)
+        return _wrap_unary_response(behavior, method, admission, decode, check)
 
     async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator:
+        if check is not None and (denial := check(context)) is not None:
+            await context.abort(*denial)
         if not admission.try_enter():
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, admission.refusal)
         tokens = _enter_context(context)
@@ -180,42 +199,44 @@ def _wrap_stream_response(
 
 
 def wrap_method_handler(
-    handler: grpc.RpcMethodHandler, method: str, admission: Admission
+    handler: grpc.RpcMethodHandler, method: str, admission: Admission, guard: Guard | None = None
 ) -> grpc.RpcMethodHandler:
-    """`handler` (of the full method name `method`) with admission, the request context, the
-    error mapping and its request deserializer (None included) run inside; its response
-    serializer as it is. Health and reflection as is."""
+    """`handler` (of the full method name `method`) with the token check (when `guard`),
+    admission, the request context, the error mapping and its request deserializer (None
+    included) run inside; its response serializer as it is. Health and reflection as is."""
     if method.startswith(UNWRAPPED_PREFIXES):
         return handler
+    check = _check_of(guard, method)
     # The requests reach the wrapper as bytes; it decodes them (see `_decoder`).
     kwargs = {"request_deserializer": None, "response_serializer": handler.response_serializer}
     deserializer = handler.request_deserializer
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(_wrap_unary_response(
-            handler.unary_unary, method, admission, _decoder(deserializer, False)), **kwargs)
+            handler.unary_unary, method, admission, _decoder(deserializer, False), check), **kwargs)
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(_wrap_unary_response(
-            handler.stream_unary, method, admission, _decoder(deserializer, True)), **kwargs)
+            handler.stream_unary, method, admission, _decoder(deserializer, True), check), **kwargs)
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(_wrap_stream_response(
-            handler.unary_stream, method, admission, _decoder(deserializer, False)), **kwargs)
+            handler.unary_stream, method, admission, _decoder(deserializer, False), check), **kwargs)
     return grpc.stream_stream_rpc_method_handler(_wrap_stream_response(
-        handler.stream_stream, method, admission, _decoder(deserializer, True)), **kwargs)
+        handler.stream_stream, method, admission, _decoder(deserializer, True), check), **kwargs)
 
 
 class _Wrapped:
     """Full method name -> (the handler as registered, its wrapped form): a handler is wrapped
     once, whichever registration path (or call) meets it first."""
 
-    def __init__(self, admission: Admission) -> None:
+    def __init__(self, admission: Admission, guard: Guard | None = None) -> None:
         self._admission = admission
+        self._guard = guard
         self._by_method: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def get(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         cached = self._by_method.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = wrap_method_handler(handler, method, self._admission)
+        wrapped = wrap_method_handler(handler, method, self._admission, self._guard)
         self._by_method[method] = (handler, wrapped)
         return wrapped
 
@@ -241,9 +262,11 @@ class WrappingRegistrar:
     handlers it registers reach the real server wrapped (`wrap_method_handler`); anything else
     it asks of the server is passed through."""
 
-    def __init__(self, server: grpc.aio.Server, admission: Admission) -> None:
+    def __init__(
+        self, server: grpc.aio.Server, admission: Admission, guard: Guard | None = None
+    ) -> None:
         self._server = server
-        self._wrapped = _Wrapped(admission)
+        self._wrapped = _Wrapped(admission, guard)
 
     def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         self._server.add_generic_rpc_handlers(

@@ -1,7 +1,8 @@
 """The gRPC server builder every service uses: health, reflection, the common per-method
-behaviour (admission, request context, error mapping; applied when a service registers, see
-interceptors.py), limits, graceful shutdown (NOT_SERVING, drain in-flight calls, stop within
-the grace period)."""
+behaviour (token check, admission, request context, error mapping; applied when a service
+registers, see interceptors.py), TLS or mutual TLS from the security settings (tls.py; health
+and reflection on the same port, hence the same transport), limits, graceful shutdown
+(NOT_SERVING, drain in-flight calls, stop within the grace period)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from flywheel.common.grpc.admission import Admission
+from flywheel.common.grpc.auth import guard_for
 from flywheel.common.grpc.interceptors import WrappingRegistrar
 from flywheel.common.grpc.readiness import Readiness
-from flywheel.common.settings import ServiceSettings
+from flywheel.common.grpc.tls import server_credentials
+from flywheel.common.settings import GrpcSecuritySettings, ServiceSettings
 
 log = logging.getLogger("flywheel.server")
 
@@ -26,8 +29,12 @@ log = logging.getLogger("flywheel.server")
 class GrpcServer:
     """Owns one grpc.aio server. Register servicers, then `start`, then `stop`."""
 
-    def __init__(self, settings: ServiceSettings, readiness: Readiness) -> None:
+    def __init__(
+        self, settings: ServiceSettings, readiness: Readiness,
+        security: GrpcSecuritySettings | None = None,
+    ) -> None:
         self._settings = settings
+        self._security = security or GrpcSecuritySettings.model_construct()
         self.readiness = readiness
         limit = settings.max_message_bytes
         # The concurrency limit is ours, not grpc.aio's maximum_concurrent_rpcs (which refuses
@@ -47,7 +54,8 @@ class GrpcServer:
             reflection.SERVICE_NAME,
         ]
         health_pb2_grpc.add_HealthServicer_to_server(readiness.health, self._server)
-        self._registrar = WrappingRegistrar(self._server, self.admission)
+        self._registrar = WrappingRegistrar(
+            self._server, self.admission, guard_for(self._security))
         self._readiness_task: asyncio.Task | None = None
         self.port = 0
 
@@ -64,13 +72,21 @@ class GrpcServer:
     async def start(self) -> int:
         reflection.enable_server_reflection(self._service_names, self._server)
         address = f"{self._settings.grpc_host}:{self._settings.grpc_port}"
-        self.port = self._server.add_insecure_port(address)
+        credentials = server_credentials(self._security)
+        if credentials is None:
+            self.port = self._server.add_insecure_port(address)
+        else:
+            self.port = self._server.add_secure_port(address, credentials)
         # The health servicer answers SERVING for "" until told otherwise: set the real
         # status before the first caller can ask.
         await self.readiness.evaluate()
         await self._server.start()
         self._readiness_task = asyncio.create_task(self.readiness.run(), name="readiness")
-        log.info("gRPC listening", extra={"address": f"{self._settings.grpc_host}:{self.port}"})
+        log.info("gRPC listening", extra={
+            "address": f"{self._settings.grpc_host}:{self.port}",
+            "tls": "mutual" if self._security.mutual_tls
+            else "server" if self._security.server_tls else "off",
+            "tokens": self._security.auth_enabled})
         return self.port
 
     async def stop(self) -> None:

@@ -9,6 +9,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from flywheel.common.errors import Unavailable
+from flywheel.common.kafka.security import secured
 from flywheel.common.kafka.topics import Topic
 
 log = logging.getLogger("flywheel.kafka.admin")
@@ -16,7 +17,7 @@ log = logging.getLogger("flywheel.kafka.admin")
 
 def ensure_topics(bootstrap: str, topics: Iterable[Topic], timeout_s: float = 30.0) -> None:
     """Creates the topics that do not exist yet; existing ones are left as they are."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000})
+    admin = AdminClient(secured({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000}))
     wanted = {topic.name: topic for topic in topics}
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)

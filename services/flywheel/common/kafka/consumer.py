@@ -26,6 +26,7 @@ from flywheel.common.kafka.records import (
     always_retry,
     backoff_s,
 )
+from flywheel.common.kafka.security import secured
 from flywheel.common.kafka.topics import Topic
 from flywheel.common.kafka.worker import WorkerThread
 
@@ -82,7 +83,7 @@ class ConsumerWorker(WorkerThread):
         self.assigned.set()
 
     def _run(self) -> None:
-        consumer = Consumer(self._config)
+        consumer = Consumer(secured(self._config))
         try:
             consumer.subscribe(list(self._topics), on_assign=self._on_assign)
             while not self._stop.is_set():

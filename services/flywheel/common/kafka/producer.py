@@ -28,6 +28,7 @@ from google.protobuf.message import Message
 
 from flywheel.common.errors import ResourceExhausted, Unavailable
 from flywheel.common.kafka.headers import Headers, standard_headers
+from flywheel.common.kafka.security import secured
 from flywheel.common.kafka.topics import Topic
 
 log = logging.getLogger("flywheel.kafka.producer")
@@ -66,7 +67,7 @@ class Producer:
             "socket.timeout.ms": 10000,
         }
         config.update(extra_config or {})
-        self._producer = _Producer(config)
+        self._producer = _Producer(secured(config))
         self._closed = threading.Event()
         self._poller: threading.Thread | None = None
         if poll_in_background:

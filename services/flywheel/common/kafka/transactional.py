@@ -37,6 +37,7 @@ from flywheel.common.errors import DecodeError
 from flywheel.common.kafka import headers as hdr
 from flywheel.common.kafka.headers import Headers, standard_headers
 from flywheel.common.kafka.records import Record, backoff_s
+from flywheel.common.kafka.security import secured
 from flywheel.common.kafka.topics import Topic
 from flywheel.common.kafka.worker import WorkerThread
 
@@ -189,8 +190,8 @@ class TransactionalWorker(WorkerThread):
     # -- the loop ----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        producer = _Producer(self._producer_config)
-        consumer = Consumer(self._consumer_config)
+        producer = _Producer(secured(self._producer_config))
+        consumer = Consumer(secured(self._consumer_config))
         self._consumer = consumer
         try:
             producer.init_transactions(self._timeout_s)
