@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,6 +36,27 @@ class CommonSettings(BaseSettings):
         2.0, gt=0, description="Socket timeout of Redis calls; a call made for a caller waits "
         "at most this, cut to the caller's remaining deadline less a margin, after which Redis "
         "is UNAVAILABLE, named.",
+    )
+
+    # Traces (flywheel.common.tracing): off unless one of these says where spans go.
+    otlp_endpoint: str = Field(
+        "", validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                                          "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="OTLP/gRPC collector endpoint (the standard OpenTelemetry variables, "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT): spans are "
+        "exported there. Unset, and without the two settings below, tracing costs nothing.",
+    )
+    trace_dir: Path | None = Field(
+        None, description="Write every span as a JSON line to <dir>/<service>-<pid>.jsonl "
+        "(tests, debugging).",
+    )
+    trace_memory_spans: int = Field(
+        0, ge=0, description="Keep the last N spans in memory, exported nowhere (measures what "
+        "tracing costs without the I/O; benchmarks).",
+    )
+    trace_max_links: int = Field(
+        1000, ge=1, description="Most span links on one span: a training run links to every "
+        "trace whose labeled examples it trained on, up to this many.",
     )
 
     @property

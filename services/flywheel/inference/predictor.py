@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from prometheus_client import Counter
 
+from flywheel.common import tracing
 from flywheel.common.context import current_request_id
 from flywheel.common.encoding import CategoryCodes, codes_by_column, encode_row
 from flywheel.common.errors import FailedPrecondition, InvalidArgument
@@ -147,13 +148,16 @@ class Predictor:
         if entity_ids:
             if any(not e for e in entity_ids):
                 raise InvalidArgument("entity ids must not be empty", field="entity_ids")
-            results, vectors = await self._from_store(meta, list(entity_ids))
+            with tracing.span("fetch features", {"flywheel.rows": len(entity_ids)}):
+                results, vectors = await self._from_store(meta, list(entity_ids))
         else:
             results, vectors = _from_rows(meta, rows or ())
         scored = [i for i, r in enumerate(results) if r.status == OK]
         if scored:
             matrix = np.asarray([vectors[i] for i in scored], dtype=np.float64)
-            champion_out, shadow_out = await self._run(served, shadow, matrix)
+            with tracing.span("run model", {"flywheel.model": name,
+                                            "flywheel.model.version": meta.version}):
+                champion_out, shadow_out = await self._run(served, shadow, matrix)
             now = timestamp_now()
             request_id = current_request_id()
             role = (CHAMPION_ROLE if served is state.champion
@@ -178,7 +182,8 @@ class Predictor:
                         features=vectors[i], output=shadow_out[k], now=now,
                         request_id=request_id,
                     ), shadow_encoder.model_name, shadow_encoder.role))
-            await self._log.publish(records)
+            with tracing.span("log predictions", {"flywheel.records": len(records)}):
+                await self._log.publish(records)
         for row in results:
             self._rows(name, row.status).inc()
         return PredictResult(name, meta.version, results)
