@@ -27,6 +27,7 @@ import asyncio
 import logging
 import math
 import os
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -46,6 +47,7 @@ from flywheel.inference.prediction_log import (
     RecordEncoder,
     timestamp_now,
 )
+from flywheel.inference.statistics import Statistics
 from flywheel.v1 import common_pb2, prediction_pb2
 
 log = logging.getLogger("flywheel.inference.predictor")
@@ -105,9 +107,10 @@ def split_model_ref(ref: str) -> tuple[str, str]:
 class Predictor:
     def __init__(
         self, store: ModelStore, fetch: FetchFeatures, prediction_log: PredictionLog,
-        *, max_rows: int,
+        *, max_rows: int, statistics: Statistics | None = None,
     ) -> None:
         self._store = store
+        self._statistics = statistics or Statistics()
         self._fetch = fetch
         self._log = prediction_log
         self._max_rows = max_rows
@@ -155,9 +158,16 @@ class Predictor:
         scored = [i for i, r in enumerate(results) if r.status == OK]
         if scored:
             matrix = np.asarray([vectors[i] for i in scored], dtype=np.float64)
+            statistics = self._statistics.of(name, meta.version)
+            started_ns = time.perf_counter_ns()
             with tracing.span("run model", {"flywheel.model": name,
                                             "flywheel.model.version": meta.version}):
-                champion_out, shadow_out = await self._run(served, shadow, matrix)
+                try:
+                    champion_out, shadow_out = await self._run(served, shadow, matrix)
+                except BaseException:
+                    statistics.failed(started_ns)
+                    raise
+            statistics.succeeded(started_ns, len(scored))
             now = timestamp_now()
             request_id = current_request_id()
             role = (CHAMPION_ROLE if served is state.champion
