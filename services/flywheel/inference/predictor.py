@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from flywheel.common import tracing
 from flywheel.common.context import current_request_id
@@ -62,6 +62,10 @@ PINNED_ROLE = common_pb2.MODEL_ROLE_UNSPECIFIED
 ROWS = Counter(
     "flywheel_inference_predict_rows_total", "Predict rows by status.", ["model", "status"]
 )
+PREDICT_SECONDS = Histogram(
+    "flywheel_inference_predict_seconds", "Predict calls answered, by model and version: "
+    "seconds from the request to the logged answer.", ["model", "version"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
 SHADOW_FAILURES = Counter(
     "flywheel_inference_shadow_failures_total", "Shadow runs that failed (never seen by callers)."
 )
@@ -121,6 +125,7 @@ class Predictor:
         self._names: dict[tuple[str, int], tuple[list[str], dict[int, CategoryCodes] | None]] = {}
         self._rows = ChildrenByKey(
             ROWS, lambda name, status: (name, prediction_pb2.RowStatus.Name(status)))
+        self._seconds = ChildrenByKey(PREDICT_SECONDS, lambda name, version: (name, str(version)))
 
     async def predict(
         self,
@@ -129,6 +134,7 @@ class Predictor:
         entity_ids: Sequence[str] | None = None,
         rows: Sequence[Sequence[float]] | None = None,
     ) -> PredictResult:
+        started = time.perf_counter()
         name, alias = split_model_ref(model)
         if version < 0:
             raise InvalidArgument("version must be positive (0: the alias's)", field="version")
@@ -196,6 +202,7 @@ class Predictor:
                 await self._log.publish(records)
         for row in results:
             self._rows(name, row.status).inc()
+        self._seconds(name, meta.version).observe(time.perf_counter() - started)
         return PredictResult(name, meta.version, results)
 
     def _encoder(self, meta: common_pb2.ModelVersion, role: int) -> RecordEncoder:

@@ -39,6 +39,7 @@ from flywheel.common.registry import CHAMPION, ModelRegistry
 from flywheel.common.spec import FlywheelSpec, ModelSpec, Task, TrainingMode
 from flywheel.training.dataset import Dataset, Window
 from flywheel.training.gate import GateDecision, decide, metric
+from flywheel.training.metrics import RUNS, STAGE_SECONDS
 from flywheel.training.parity import compare
 from flywheel.training.promotions import Promotions
 from flywheel.training.scoring import OnnxScorer, VersionScorer, open_version
@@ -158,8 +159,9 @@ class Runner:
             with tracing.span(name):
                 yield
         finally:
-            run.stage_seconds[name] = run.stage_seconds.get(name, 0.0) + (
-                time.perf_counter() - start)
+            took = time.perf_counter() - start
+            run.stage_seconds[name] = run.stage_seconds.get(name, 0.0) + took
+            STAGE_SECONDS.labels(run.model_name, name).observe(took)
             self._progress(run)
 
     def run(self, run: TrainingRun) -> TrainingRun:
@@ -181,6 +183,7 @@ class Runner:
             log.warning("training run %s failed: %s", run.run_id, run.error,
                         exc_info=not isinstance(error, FailedPrecondition))
         run.finished_at = time.time()
+        RUNS.labels(run.model_name, run.state).inc()
         self._progress(run)
         return run
 
