@@ -82,7 +82,9 @@ def rows(
     for name, field in fields.items():
         if name in skip:
             continue
-        variable = f"{prefix}{name.upper()}"
+        # A field read from standard variables (validation_alias) is named by them.
+        aliases = getattr(field.validation_alias, "choices", None)
+        variable = "` or `".join(aliases) if aliases else f"{prefix}{name.upper()}"
         default = (defaults or {}).get(name) or f"`{cell(render_default(field))}`"
         out.append(f"| `{variable}` | {default} | {cell(field.description or '')} |")
     return out

@@ -8,6 +8,9 @@ share a GIL), the same concurrency and duration for every server measured in thi
   absent) serving the same ONNX file through a small custom runtime written at bench time,
   with batching off and with adaptive batching on. Targets: our single-row ModelInfer
   throughput >= 2x (off) and >= 1.5x (adaptive), p99 no worse.
+* tracing: a second inference process with tracing on (every call sampled, its spans kept in
+  memory: `FLYWHEEL_TRACE_MEMORY_SPANS`), in the same alternation as the untraced one.
+  Target: traced throughput >= 0.85 of untraced, per payload.
 * limit: a bare grpc.aio echo server answering the same bytes. Targets: single-row and
   256-row ModelInfer >= 0.7 of the echo's throughput; Predict by entity (with the real
   feature store, when it starts) >= 0.35 of the echo's throughput on Predict's payload.
@@ -69,6 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the same service in plain text, same run (the cost of security)")
     parser.add_argument("--skip-predict", action="store_true",
                         help="do not measure Predict by entity (needs the feature store)")
+    parser.add_argument("--skip-tracing", action="store_true",
+                        help="do not measure a second server with tracing on")
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -225,6 +230,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             _wait_port(echo_port)
             _wait_ready(f"127.0.0.1:{port}", 90, ours, work / "inference.log")
             targets = {"echo": f"127.0.0.1:{echo_port}", "ours": f"127.0.0.1:{port}"}
+            if not args.skip_tracing:
+                traced_port = _free_port()
+                traced = servers.enter_context(_process(
+                    [sys.executable, "-m", "flywheel.inference"],
+                    {**ours_env, "FLYWHEEL_INFERENCE_GRPC_PORT": str(traced_port),
+                     "FLYWHEEL_TRACE_MEMORY_SPANS": "100000"}, work / "inference-traced.log"))
+                _wait_ready(f"127.0.0.1:{traced_port}", 90, traced, work / "inference-traced.log")
+                targets["traced"] = f"127.0.0.1:{traced_port}"
             cases = [("1", INFER_METHOD, single), ("256", INFER_METHOD, many)]
             if features_target:
                 cases.append(("predict", PREDICT_METHOD, _predict_request()))
@@ -262,6 +275,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "inference", "Predict by entity 1 row: rps vs echo", throughput("ours_predict"),
             throughput("echo_predict"), "grpc.aio echo (same bytes)", 0.35, "higher",
             ours=figures["ours_predict"], baseline_figures=figures["echo_predict"]))
+    for case, label in (("1", "ModelInfer 1 row"), ("256", "ModelInfer 256 rows"),
+                        ("predict", "Predict by entity 1 row")):
+        if f"traced_{case}" in figures:
+            results.append(report.result(
+                "inference", f"{label}: rps with tracing on (100% sampled, in memory) vs off",
+                throughput(f"traced_{case}"), throughput(f"ours_{case}"), "tracing off", 0.85,
+                "higher", ours=figures[f"traced_{case}"], baseline_figures=figures[f"ours_{case}"]))
     for key, target_ratio in (("mlserver_off", 2.0), ("mlserver_adaptive", 1.5)):
         if key not in figures:
             continue

@@ -256,9 +256,8 @@ def _list(args: argparse.Namespace) -> int:
           "features")
     for name, versions in models.items():
         for v in versions:
-            features = ",".join(v["features"])
             print(f"{name:<16} {v['version']:>7}  {','.join(v['aliases']) or '-':<18} "
-                  f"{v['status']:<9} {v['sha256'][:12]:<14} {features[:60]}")
+                  f"{v['status']:<9} {v['sha256'][:12]:<14} {feature_summary(v['features'])}")
             if v["status"] == "refused":
                 print(f"{'':<26}refused by inference: {v['status_reason']}")
     return 0
@@ -347,3 +346,16 @@ def _rollback(args: argparse.Namespace) -> int:
     _print(args, {"name": args.name, "from": current, "to": target},
            f"{args.name}: champion rolled back v{current} -> v{target}")
     return 0
+
+
+def feature_summary(names: list[str], width: int = 60) -> str:
+    """The feature names that fit in `width` characters, whole, then how many more there are
+    (`--json` lists them all)."""
+    shown: list[str] = []
+    for index, name in enumerate(names):
+        rest = len(names) - index - 1
+        more = f" (+{rest} more)" if rest else ""
+        if len(",".join([*shown, name])) + len(more) > width and shown:
+            return f"{','.join(shown)} (+{len(names) - index} more)"
+        shown.append(name)
+    return ",".join(shown)

@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
+from flywheel.common import tracing
 from flywheel.common.grpc.server import run_until_signalled
 from flywheel.common.kafka import security as kafka_security
 from flywheel.common.logging import configure_logging
@@ -42,6 +43,9 @@ def run_service(
         sys.exit(f"{name}: invalid settings: {problems}")
     configure_logging(name, common.log_level, common.log_json)
     kafka_security.use(common.kafka_client_security())
+    tracing.configure(name, otlp_endpoint=common.otlp_endpoint, trace_dir=common.trace_dir,
+                      memory_spans=common.trace_memory_spans,
+                      max_links_per_span=common.trace_max_links)
 
     async def serve() -> None:
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -150,6 +150,27 @@ class CommonSettings(BaseSettings):
                 if path is not None:
                     config[key] = str(path)
         return config
+
+    # Traces (flywheel.common.tracing): off unless one of these says where spans go.
+    otlp_endpoint: str = Field(
+        "", validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                                          "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="OTLP/gRPC collector endpoint (the standard OpenTelemetry variables, "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT): spans are "
+        "exported there. Unset, and without the two settings below, tracing costs nothing.",
+    )
+    trace_dir: Path | None = Field(
+        None, description="Write every span as a JSON line to <dir>/<service>-<pid>.jsonl "
+        "(tests, debugging).",
+    )
+    trace_memory_spans: int = Field(
+        0, ge=0, description="Keep the last N spans in memory, exported nowhere (measures what "
+        "tracing costs without the I/O; benchmarks).",
+    )
+    trace_max_links: int = Field(
+        1000, ge=1, description="Most span links on one span: a training run links to every "
+        "trace whose labeled examples it trained on, up to this many.",
+    )
 
     @property
     def redis_key_prefix(self) -> str:

@@ -202,13 +202,6 @@ class EventValidator:
         found = self.problems(event, now_s)
         return found[0] if found else None
 
-    def entity_rules(self, entity_type: str) -> EntityRules:
-        """The rules of one entity type; InvalidArgument naming `entity_type` otherwise."""
-        rules = self.rules.get(entity_type)
-        if rules is None:
-            self.spec.entity(entity_type)  # raises the right InvalidArgument
-        return rules  # type: ignore[return-value]
-
 
 def _varint_size(n: int) -> int:
     size = 1

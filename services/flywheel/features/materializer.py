@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
+from flywheel.common import tracing
 from flywheel.common.errors import InvalidArgument
 from flywheel.common.kafka.records import ErrorAction, Record
 from flywheel.features.core import FeatureStore
@@ -24,6 +25,11 @@ class Materializer:
         self._store = store
 
     def __call__(self, records: list[Record]) -> None:
+        # One span per request whose events are in the batch, in that request's trace.
+        with tracing.each_trace((r.headers for r in records), "materialize events"):
+            self._materialize(records)
+
+    def _materialize(self, records: list[Record]) -> None:
         events = [record.value for record in records]
         valid, rejections = self._store.split_valid(events)
         if rejections:

@@ -6,6 +6,11 @@ run the pure state machine record by record, write the state back (one round tri
 produce the outcomes into the open transaction; the worker then commits the outputs together
 with the input offsets. See `flywheel.feedback.join` for why a crash anywhere in between
 neither loses nor duplicates a labeled example.
+
+Traces: a labeled example continues the trace of the prediction it labels (its record's
+`traceparent` is that trace's), and links to the trace of the feedback call. Both contexts are
+kept in the join state beside the prediction and the feedback (`t:<prediction id>`, `t:f`),
+since the two records arrive in different batches.
 """
 
 from __future__ import annotations
@@ -15,13 +20,16 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Counter
 
+from flywheel.common import tracing
 from flywheel.common.kafka.records import Record
 from flywheel.common.kafka.topics import Topics
 from flywheel.common.kafka.transactional import Positions, TransactionalWorker, TxOutput
 from flywheel.feedback.join import (
     FEEDBACK,
     PREDICTIONS,
+    Entry,
     JoinPolicy,
+    JoinState,
     Outcomes,
     Position,
     Validity,
@@ -67,6 +75,33 @@ class JoinStats:
         self.duplicate_predictions += out.duplicate_predictions
         self.pending_feedback += out.pending_feedback
         self.refused_model_labels += out.refused_model_labels
+
+
+TRACE_PREFIX = "t:"
+FEEDBACK_TRACE = "t:f"
+_TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def _keep_trace(state: JoinState, record: Record, position: Position, epoch: str) -> None:
+    """Stores the record's trace context beside what the step stored of it (the prediction
+    or the first feedback); nothing for a duplicate or a record without one."""
+    carrier = "\n".join(record.headers.get(h, "") for h in _TRACE_HEADERS)
+    if not record.headers.get("traceparent"):
+        return
+    if position.source == PREDICTIONS:
+        stored, name = f"p:{record.value.prediction_id}", f"{TRACE_PREFIX}{record.value.prediction_id}"
+    else:
+        stored, name = "f", FEEDBACK_TRACE
+    entry = state.writes.get(stored)
+    if entry is not None and entry.position == position:
+        state.put(name, Entry(epoch, position, carrier.encode()))
+
+
+def _trace_of(state: JoinState, name: str) -> dict[str, str]:
+    entry = state.fields.get(name)
+    if entry is None:
+        return {}
+    return {h: v for h, v in zip(_TRACE_HEADERS, entry.payload.decode().split("\n")) if v}
 
 
 class Joiner:
@@ -125,9 +160,16 @@ class Joiner:
             source = self._sources[record.topic]
             position = Position(source, record.partition, record.offset)
             step = on_prediction if source == PREDICTIONS else on_feedback
-            out = step(states[key], record.value, position, validity.epoch, self._policy)
+            state = states[key]
+            out = step(state, record.value, position, validity.epoch, self._policy)
+            _keep_trace(state, record, position, validity.epoch)
             for example in out.labeled:
-                output.produce(self._topics.labeled, example.prediction_id, example)
+                with tracing.continued(
+                    _trace_of(state, f"{TRACE_PREFIX}{example.prediction_id}"), "join label",
+                    {"flywheel.prediction_id": example.prediction_id},
+                    links=tracing.links_to([_trace_of(state, FEEDBACK_TRACE)], 1),
+                ):
+                    output.produce(self._topics.labeled, example.prediction_id, example)
             for feedback in out.late:
                 output.produce(self._topics.late_feedback, key, feedback)
             batch_stats.append(out)

@@ -35,6 +35,7 @@ from flywheel.inference.model_store import ModelStore
 from flywheel.inference.prediction_log import PredictionLog
 from flywheel.inference.predictor import Predictor
 from flywheel.inference.settings import InferenceSettings
+from flywheel.inference.statistics import Statistics
 from flywheel.v1 import common_pb2, prediction_pb2_grpc
 
 log = logging.getLogger("flywheel.inference")
@@ -70,6 +71,7 @@ class InferenceApp:
             self._make_batcher,
             max_pinned=settings.max_pinned_versions,
         )
+        self.statistics = Statistics()
         self.readiness: Readiness | None = None
         self.server: GrpcServer | None = None
 
@@ -83,13 +85,20 @@ class InferenceApp:
             await self.load_reporter(record)
 
     def _make_batcher(self, model: LoadedModel) -> Batcher:
+        by_model = BATCH_SIZE.observer(model.meta.model_name)
+        by_version = self.statistics.run_observer(model.meta.model_name, model.meta.version)
+
+        def on_batch(rows: int) -> None:
+            by_model(rows)
+            by_version(rows)
+
         return Batcher(
             model.session.run,
             self._executor,
             max_batch_size=self.settings.max_batch_size,
             max_queue_delay_us=self.settings.max_queue_delay_us,
             batchable=model.batchable,
-            on_batch=BATCH_SIZE.observer(model.meta.model_name),
+            on_batch=on_batch,
             inline_max_run_us=self.settings.inline_max_run_us,
             # A run on the calling thread alone is timed by that thread's CPU time (see
             # batcher.py); anything else (GPU, intra-op threads) by the wall clock.
@@ -144,11 +153,13 @@ class InferenceApp:
             security=common.grpc_security,
         )
         predictor = Predictor(
-            self.store, self.feature_store.fetch, prediction_log, max_rows=settings.max_predict_rows
+            self.store, self.feature_store.fetch, prediction_log, max_rows=settings.max_predict_rows,
+            statistics=self.statistics,
         )
         self.server.add_service(
             oip_servicer.add_to_server,
-            oip_servicer.OipServicer(self.store, lambda: self.readiness.ready),
+            oip_servicer.OipServicer(self.store, lambda: self.readiness.ready, self.registry,
+                                     self.statistics),
             oip_servicer.SERVICE_NAME,
         )
         self.server.add_service(

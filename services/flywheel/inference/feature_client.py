@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from flywheel.common.context import current_request_id, current_traceparent
+from flywheel.common import tracing
+from flywheel.common.context import current_request_id
 from flywheel.common.dependency import Dependency
 from flywheel.common.errors import FailedPrecondition, FlywheelError
 from flywheel.common.grpc.client import aio_channel
-from flywheel.common.grpc.interceptors import REQUEST_ID_KEY, TRACEPARENT_KEY
+from flywheel.common.grpc.interceptors import REQUEST_ID_KEY
 from flywheel.common.settings import GrpcSecuritySettings
 from flywheel.inference.predictor import StoredEntity
 from flywheel.v1 import common_pb2, features_pb2, features_pb2_grpc
@@ -206,13 +207,15 @@ class FeatureStoreClient:
         request = features_pb2.GetOnlineFeaturesRequest(
             entity_type=entity_type, entity_ids=entity_ids, feature_names=feature_names
         )
-        metadata = ((REQUEST_ID_KEY, current_request_id()), (TRACEPARENT_KEY, current_traceparent()))
-        try:
-            reply = await self._stub.GetOnlineFeatures(
-                request, timeout=timeout_s, metadata=metadata
-            )
-        except grpc.aio.AioRpcError as error:
-            raise self._error_of(error, timeout_s) from None
+        with tracing.span("GetOnlineFeatures", {"flywheel.entities": len(entity_ids)},
+                          tracing.SpanKind.CLIENT):
+            metadata = ((REQUEST_ID_KEY, current_request_id()), *tracing.inject().items())
+            try:
+                reply = await self._stub.GetOnlineFeatures(
+                    request, timeout=timeout_s, metadata=metadata
+                )
+            except grpc.aio.AioRpcError as error:
+                raise self._error_of(error, timeout_s) from None
         by_id = {entity.entity_id: entity for entity in reply.entities}
         result = []
         for entity_id in entity_ids:

@@ -4,7 +4,8 @@ the announcement carries (champion, shadow), through the store's load-beside-the
 Every replica must see every announcement, so the consumer's group is unique per process and
 starts from the beginning of the compacted log. Only the newest record per model of a polled
 batch is applied: a replay at start-up converges on the current aliases without loading each
-historical version on the way.
+historical version on the way. The swap continues the trace of the announcement it applies
+(a training run's, or a promote or rollback call's).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from flywheel.common import tracing
 from flywheel.common.kafka.records import Record
+from flywheel.common.registry import CHAMPION, SHADOW
 from flywheel.inference.model_store import ModelStore
 from flywheel.v1 import events_pb2
 
@@ -29,12 +32,13 @@ class ModelFeedHandler:
         self.applied = 0
 
     def __call__(self, records: list[Record[events_pb2.ModelVersionAnnounced]]) -> None:
-        latest: dict[str, events_pb2.ModelVersionAnnounced] = {}
+        latest: dict[str, Record[events_pb2.ModelVersionAnnounced]] = {}
         for record in records:
             name = record.value.model_version.model_name or (record.key or b"").decode()
             if name:
-                latest[name] = record.value
-        for name, announcement in latest.items():
+                latest[name] = record
+        for name, record in latest.items():
+            announcement = record.value
             aliases = dict(announcement.aliases)
             log.info(
                 "announcement for %s: %s v%d, aliases %s", name,
@@ -42,7 +46,14 @@ class ModelFeedHandler:
                 announcement.model_version.version, aliases,
             )
             future = asyncio.run_coroutine_threadsafe(
-                self._store.reconcile(name, aliases), self._loop
+                self._swap(name, aliases, record.headers), self._loop
             )
             future.result(timeout=self._timeout_s)
             self.applied += 1
+
+    async def _swap(self, name: str, aliases: dict[str, int], headers: dict[str, str]) -> None:
+        with tracing.continued(headers, "swap model", {
+            "flywheel.model": name, "flywheel.model.version": aliases.get(CHAMPION, 0),
+            "flywheel.model.shadow_version": aliases.get(SHADOW, 0),
+        }):
+            await self._store.reconcile(name, aliases)

@@ -12,6 +12,10 @@ loaded on demand through the same loader (the same checks, the same refusals), a
 `max_pinned` resident, least recently used evicted. Unknown version: NOT_FOUND; a version the
 registry marks refused, or one whose artifact fails the checks: FAILED_PRECONDITION with the
 reason. Pinned versions never change what champion and shadow serve.
+
+A model unloaded on request (the Open Inference Protocol's repository extension) serves
+nothing, and announcements leave it so, until it is loaded again: then it comes back at the
+registry's aliases.
 """
 
 from __future__ import annotations
@@ -88,6 +92,8 @@ class ModelStore:
         self._locks: dict[str, asyncio.Lock] = {}
         # Until the registry's models were loaded once, "unknown" may only mean "not yet".
         self.started = False
+        # Models unloaded on request: nothing of them serves until they are loaded again.
+        self.unloaded: set[str] = set()
 
     # -- reading (every request) -------------------------------------------------------------
 
@@ -106,6 +112,7 @@ class ModelStore:
     def state(self, name: str) -> ModelState:
         state = self._models.get(name)
         if state is None or (state.champion is None and state.shadow is None):
+            self._refuse_unloaded(name)
             if not self.started:
                 raise Unavailable("the server is loading its models; retry shortly")
             raise NotFound(f"unknown model {name!r}", field="model_name")
@@ -134,6 +141,7 @@ class ModelStore:
         (loaded now when it is not resident)."""
         if not version:
             return self.resolve(name, 0, alias)
+        self._refuse_unloaded(name)
         state = self._models.get(name)
         if state is not None:
             for served in (state.champion, state.shadow):
@@ -162,6 +170,11 @@ class ModelStore:
         if self._pinned is not None:
             loaded.update(self._pinned.resident(name))
         return sorted(loaded)
+
+    def _refuse_unloaded(self, name: str) -> None:
+        if name in self.unloaded:
+            raise FailedPrecondition(f"model {name!r} is unloaded; load it to serve it again",
+                                     field="model_name")
 
     async def _load_pinned(self, name: str, version: int) -> ServedVersion:
         meta = await asyncio.to_thread(self._registry.get, name, version)
@@ -204,6 +217,8 @@ class ModelStore:
         """
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
+            if name in self.unloaded:
+                return []
             current = self._models.get(name, ModelState())
             loaded = current.by_version()
             refused: list[int] = []
@@ -240,6 +255,29 @@ class ModelStore:
                 self._models[name] = new  # the swap: one assignment
                 self._announce(name, current, new)
             return refused
+
+    async def unload(self, name: str) -> None:
+        """Stops serving `name` (champion, shadow and pinned versions) until `load`."""
+        if name not in self._models and not await asyncio.to_thread(self._registry.versions, name):
+            raise NotFound(f"unknown model {name!r}", field="model_name")
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            self.unloaded.add(name)
+            current = self._models.pop(name, ModelState())
+            if self._pinned is not None:
+                self._pinned.drop(name)
+            self._announce(name, current, ModelState())
+
+    async def load(self, name: str) -> None:
+        """Serves `name` at the registry's aliases (again, after `unload`); FAILED_PRECONDITION
+        when no champion could be loaded."""
+        if not await asyncio.to_thread(self._registry.versions, name):
+            raise NotFound(f"unknown model {name!r}", field="model_name")
+        self.unloaded.discard(name)
+        refused = await self.reconcile(name, await asyncio.to_thread(self._registry.aliases, name))
+        if self.current(name).champion is None:
+            why = f"version {refused[0]} was refused" if refused else "it has no champion"
+            raise FailedPrecondition(f"model {name!r} could not be loaded: {why}",
+                                     field="model_name")
 
     def _announce(self, name: str, old: ModelState, new: ModelState) -> None:
         for role, before, after in (

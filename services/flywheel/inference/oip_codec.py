@@ -234,13 +234,20 @@ def decode_request(
 
 
 def _check_shape(name: str, shape: tuple, spec: TensorSpec) -> None:
-    if len(shape) != len(spec.shape) or any(
-        got < 0 or (want != -1 and got != want) for got, want in zip(shape, spec.shape)
-    ):
+    """The request's shape against the model's; the refusal says which part differs."""
+    if any(got < 0 for got in shape):
         raise InvalidArgument(
-            f"input {name!r} has shape {list(shape)}; the model takes {list(spec.shape)} "
-            "(-1: any size)", field=name,
-        )
+            f"input {name!r} has shape {list(shape)}: a request gives every dimension's size "
+            f"(the model's -1 means any size, not a size to send)", field=name)
+    if len(shape) != len(spec.shape):
+        raise InvalidArgument(
+            f"input {name!r} has {len(shape)} dimensions {list(shape)}; the model takes "
+            f"{len(spec.shape)}: {list(spec.shape)} (-1: any size)", field=name)
+    for axis, (got, want) in enumerate(zip(shape, spec.shape)):
+        if want != -1 and got != want:
+            raise InvalidArgument(
+                f"input {name!r} has shape {list(shape)}: dimension {axis} is {got}, the model "
+                f"takes {want} (its shape is {list(spec.shape)}, -1: any size)", field=name)
     if any(d == 0 for d in shape):
         raise InvalidArgument(f"input {name!r} is empty (shape {list(shape)})", field=name)
 

@@ -110,5 +110,11 @@ class PinnedVersions(Generic[V]):
         self._count(name)
         return served
 
+    def drop(self, name: str) -> None:
+        """Forgets every resident version of `name` (requests holding one finish on it)."""
+        for key in [k for k in self._resident if k[0] == name]:
+            del self._resident[key]
+        self._count(name)
+
     def _count(self, name: str) -> None:
         PINNED_RESIDENT.labels(name).set(sum(1 for n, _ in self._resident if n == name))

@@ -41,7 +41,6 @@ from typing import Any, NamedTuple
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter
 
-from flywheel.common.context import current_request_id
 from flywheel.common.errors import FlywheelError, Unavailable
 from flywheel.common.kafka.headers import Headers, standard_headers
 from flywheel.common.metrics import ChildrenByKey
@@ -107,34 +106,6 @@ class RecordEncoder:
             prediction_time=now,
             request_id=request_id,
         ).SerializeToString()
-
-
-def prediction_record(
-    *,
-    prediction_id: str,
-    meta: common_pb2.ModelVersion,
-    role: int,
-    entity_id: str,
-    features: Sequence[float],
-    output: common_pb2.ModelOutput,
-    now: Timestamp,
-) -> events_pb2.PredictionLogged:
-    """The record as one message (what `RecordEncoder.encode` bytes decode to)."""
-    return events_pb2.PredictionLogged(
-        prediction_id=prediction_id,
-        model_name=meta.model_name,
-        model_version=meta.version,
-        artifact_sha256=meta.sha256,
-        role=role,
-        entity_type=meta.entity_type,
-        entity_id=entity_id,
-        feature_names=meta.feature_names,
-        features=features,
-        output=output,
-        prediction_time=now,
-        request_id=current_request_id(),
-        task=meta.task,
-    )
 
 
 def timestamp_now() -> Timestamp:

@@ -27,12 +27,14 @@ import asyncio
 import logging
 import math
 import os
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
+from flywheel.common import tracing
 from flywheel.common.context import current_request_id
 from flywheel.common.encoding import CategoryCodes, codes_by_column, encode_row
 from flywheel.common.errors import FailedPrecondition, InvalidArgument
@@ -45,6 +47,7 @@ from flywheel.inference.prediction_log import (
     RecordEncoder,
     timestamp_now,
 )
+from flywheel.inference.statistics import Statistics
 from flywheel.v1 import common_pb2, prediction_pb2
 
 log = logging.getLogger("flywheel.inference.predictor")
@@ -59,6 +62,10 @@ PINNED_ROLE = common_pb2.MODEL_ROLE_UNSPECIFIED
 ROWS = Counter(
     "flywheel_inference_predict_rows_total", "Predict rows by status.", ["model", "status"]
 )
+PREDICT_SECONDS = Histogram(
+    "flywheel_inference_predict_seconds", "Predict calls answered, by model and version: "
+    "seconds from the request to the logged answer.", ["model", "version"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
 SHADOW_FAILURES = Counter(
     "flywheel_inference_shadow_failures_total", "Shadow runs that failed (never seen by callers)."
 )
@@ -104,9 +111,10 @@ def split_model_ref(ref: str) -> tuple[str, str]:
 class Predictor:
     def __init__(
         self, store: ModelStore, fetch: FetchFeatures, prediction_log: PredictionLog,
-        *, max_rows: int,
+        *, max_rows: int, statistics: Statistics | None = None,
     ) -> None:
         self._store = store
+        self._statistics = statistics or Statistics()
         self._fetch = fetch
         self._log = prediction_log
         self._max_rows = max_rows
@@ -117,6 +125,7 @@ class Predictor:
         self._names: dict[tuple[str, int], tuple[list[str], dict[int, CategoryCodes] | None]] = {}
         self._rows = ChildrenByKey(
             ROWS, lambda name, status: (name, prediction_pb2.RowStatus.Name(status)))
+        self._seconds = ChildrenByKey(PREDICT_SECONDS, lambda name, version: (name, str(version)))
 
     async def predict(
         self,
@@ -125,6 +134,7 @@ class Predictor:
         entity_ids: Sequence[str] | None = None,
         rows: Sequence[Sequence[float]] | None = None,
     ) -> PredictResult:
+        started = time.perf_counter()
         name, alias = split_model_ref(model)
         if version < 0:
             raise InvalidArgument("version must be positive (0: the alias's)", field="version")
@@ -147,13 +157,23 @@ class Predictor:
         if entity_ids:
             if any(not e for e in entity_ids):
                 raise InvalidArgument("entity ids must not be empty", field="entity_ids")
-            results, vectors = await self._from_store(meta, list(entity_ids))
+            with tracing.span("fetch features", {"flywheel.rows": len(entity_ids)}):
+                results, vectors = await self._from_store(meta, list(entity_ids))
         else:
             results, vectors = _from_rows(meta, rows or ())
         scored = [i for i, r in enumerate(results) if r.status == OK]
         if scored:
             matrix = np.asarray([vectors[i] for i in scored], dtype=np.float64)
-            champion_out, shadow_out = await self._run(served, shadow, matrix)
+            statistics = self._statistics.of(name, meta.version)
+            started_ns = time.perf_counter_ns()
+            with tracing.span("run model", {"flywheel.model": name,
+                                            "flywheel.model.version": meta.version}):
+                try:
+                    champion_out, shadow_out = await self._run(served, shadow, matrix)
+                except BaseException:
+                    statistics.failed(started_ns)
+                    raise
+            statistics.succeeded(started_ns, len(scored))
             now = timestamp_now()
             request_id = current_request_id()
             role = (CHAMPION_ROLE if served is state.champion
@@ -178,9 +198,11 @@ class Predictor:
                         features=vectors[i], output=shadow_out[k], now=now,
                         request_id=request_id,
                     ), shadow_encoder.model_name, shadow_encoder.role))
-            await self._log.publish(records)
+            with tracing.span("log predictions", {"flywheel.records": len(records)}):
+                await self._log.publish(records)
         for row in results:
             self._rows(name, row.status).inc()
+        self._seconds(name, meta.version).observe(time.perf_counter() - started)
         return PredictResult(name, meta.version, results)
 
     def _encoder(self, meta: common_pb2.ModelVersion, role: int) -> RecordEncoder:

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 
+from flywheel.common import tracing
 from flywheel.common.announce import Announcer
 from flywheel.common.grpc.readiness import Readiness
 from flywheel.common.grpc.server import GrpcServer
@@ -63,8 +64,10 @@ class TrainingApp:
         self.promotions: Promotions | None = None
 
     def _on_labeled(self, records: list[Record]) -> None:
-        self.dataset.append([LabeledRow(r.topic, r.partition, r.offset, r.timestamp_ms, r.value)
-                             for r in records])
+        with tracing.each_trace((r.headers for r in records), "store labeled examples"):
+            self.dataset.append([LabeledRow(r.topic, r.partition, r.offset, r.timestamp_ms,
+                                            r.value, r.headers.get("traceparent", ""))
+                                 for r in records])
 
     async def start(self) -> None:
         common, settings = self.common, self.settings

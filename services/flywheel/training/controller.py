@@ -18,6 +18,7 @@ from flywheel.training.dataset import CHAMPION as ROLE_CHAMPION
 from flywheel.training.dataset import Dataset
 from flywheel.training.live_gate import LiveGate
 from flywheel.training.live_metric import error_metric_name, live_value
+from flywheel.training.metrics import TRIGGERS
 from flywheel.training.run_store import RunStore
 from flywheel.training.runner import FAILED, QUEUED, RUNNING, SUCCEEDED, Runner, TrainingRun
 from flywheel.training.triggers import Observations, fire, max_psi
@@ -173,6 +174,7 @@ class Controller:
                 continue
             reason = fire(model.triggers, self.observations(model))
             if reason:
+                TRIGGERS.labels(model.name, reason.partition(":")[0].split()[0]).inc()
                 wanted.append((model.name, reason))
         return wanted
 

@@ -12,6 +12,10 @@ A training window is the most recent N examples of a model (shadow predictions e
 they repeat the champion's rows). Its lineage is one offset range per partition, and the
 window is defined as *every* non-shadow example of the model inside those ranges, so the
 ranges alone reproduce it exactly.
+
+Each row keeps the `traceparent` its record carried (the trace of the prediction it labels),
+so a run can link to the traces of the examples it trained on. Segments written before the
+column existed read as rows without one.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ SCHEMA = pa.schema([
     ("model_version", pa.int64()), ("role", pa.int32()), ("label", pa.float64()),
     ("label_is_class", pa.bool_()), ("predicted_class", pa.int64()),
     ("predicted_value", pa.float64()), ("feature_names", pa.string()),
-    ("features", pa.list_(pa.float64())),
+    ("features", pa.list_(pa.float64())), ("traceparent", pa.string()),
 ])
 
 
@@ -52,6 +56,7 @@ class LabeledRow:
     offset: int
     ts_ms: int
     example: events_pb2.LabeledExample
+    traceparent: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,8 @@ class Window:
     y_holdout: np.ndarray
     ranges: list[tuple[str, int, int, int]]  # topic, partition, first, last (inclusive)
     prediction_ids: list[str]
+    # The traceparent of each example of the window ('' where its record had none).
+    traceparents: list[str]
 
 
 @dataclass(frozen=True)
@@ -89,13 +96,15 @@ class ModelTable:
         self.topic = ""
         self._chunks: list[dict[str, np.ndarray]] = []
         self._ids: list[list[str]] = []
+        self._traces: list[list[str]] = []
         self._cache: dict[str, np.ndarray] | None = None
         self._cache_ids: list[str] | None = None
+        self._cache_traces: list[str] | None = None
         self._seen: set[tuple[int, int]] = set()
         self.total = 0  # non-shadow rows ever added
 
     def add(self, rows: Sequence[tuple[str, int, int, int, str, int, int, float, bool, int,
-                                       list[float]]]) -> int:
+                                       list[float], str]]) -> int:
         fresh = [r for r in rows if (r[1], r[2]) not in self._seen]
         if not fresh:
             return 0
@@ -116,26 +125,37 @@ class ModelTable:
         }
         self._chunks.append(chunk)
         self._ids.append([r[4] for r in fresh])
+        self._traces.append([r[11] for r in fresh])
         self._cache = None
         self.total += int((chunk["role"] != SHADOW).sum())
         return len(fresh)
 
     def columns(self) -> tuple[dict[str, np.ndarray], list[str]]:
+        return self._merged()[:2]
+
+    def traces(self) -> list[str]:
+        """Each row's traceparent, in the order of `columns`."""
+        return self._merged()[2]
+
+    def _merged(self) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
         if self._cache is None:
             if not self._chunks:
                 n = len(self.spec.features)
                 empty = {k: np.zeros(0, dtype=bool if k == "valid_y" else np.int64)
                          for k in self._COLUMNS}
                 empty["X"] = np.zeros((0, n))
-                return empty, []
+                return empty, [], []
             merged = {k: np.concatenate([c[k] for c in self._chunks]) for k in self._chunks[0]}
             ids = [i for chunk in self._ids for i in chunk]
+            traces = [t for chunk in self._traces for t in chunk]
             order = np.lexsort((merged["offset"], merged["partition"], merged["ts"]))
             self._cache = {k: v[order] for k, v in merged.items()}
             self._cache_ids = [ids[i] for i in order]
+            self._cache_traces = [traces[i] for i in order]
             self._chunks = [self._cache]
             self._ids = [self._cache_ids]
-        return self._cache, self._cache_ids or []
+            self._traces = [self._cache_traces]
+        return self._cache, self._cache_ids or [], self._cache_traces or []
 
 
 class Dataset:
@@ -180,11 +200,12 @@ class Dataset:
                     self.skipped += 1
                     continue
                 position = {n: i for i, n in enumerate(names)}
-                t = (*t[:13], [t[13][position[n]] for n in wanted])
-            # partition, offset, ts, id, version, role, label, label_is_class, predicted, X
+                t = (*t[:13], [t[13][position[n]] for n in wanted], *t[14:])
+            # topic, partition, offset, ts, id, version, role, label, label_is_class,
+            # predicted, X, traceparent
             by_model.setdefault(t[5], []).append(
                 (t[0], t[1], t[2], t[3], t[4], t[6], t[7], t[8], t[9],
-                 t[10] if t[9] else t[11], t[13])
+                 t[10] if t[9] else t[11], t[13], t[14] or "")
             )
         with self._lock:
             for name, rows in by_model.items():
@@ -196,7 +217,8 @@ class Dataset:
         count = 0
         for path in files:
             table = pq.read_table(path)
-            columns = [table.column(f.name).to_pylist() for f in SCHEMA]
+            columns = [table.column(f.name).to_pylist() if f.name in table.column_names
+                       else [None] * table.num_rows for f in SCHEMA]
             self._index(list(zip(*columns, strict=True)))
             count += table.num_rows
         return count
@@ -212,6 +234,7 @@ class Dataset:
         with self._lock:
             table = self._tables[model]
             cols, ids = table.columns()
+            traces = table.traces()
             topic = table.topic
         keep = np.flatnonzero((cols["role"] != SHADOW) & cols["valid_y"])
         recent = keep[-size:]
@@ -227,7 +250,8 @@ class Dataset:
         n_holdout = int(np.ceil(len(rows) * holdout_fraction))
         train, holdout = rows[: len(rows) - n_holdout], rows[len(rows) - n_holdout:]
         return Window(cols["X"][train], cols["label"][train], cols["X"][holdout],
-                      cols["label"][holdout], ranges, [ids[i] for i in rows])
+                      cols["label"][holdout], ranges, [ids[i] for i in rows],
+                      [traces[i] for i in rows])
 
     def features_in(self, model: str, ranges: Sequence[tuple[str, int, int, int]]) -> np.ndarray:
         """Feature rows of the non-shadow examples inside `ranges` (a version's lineage)."""
@@ -274,5 +298,5 @@ def _row_tuples(rows: Iterable[LabeledRow]) -> list[tuple]:
         out.append((row.topic, row.partition, row.offset, row.ts_ms, e.prediction_id,
                     e.model_name, e.model_version, int(e.role), label, kind == "class_label",
                     e.prediction.predicted_class, e.prediction.predicted_value,
-                    ",".join(e.feature_names), list(e.features)))
+                    ",".join(e.feature_names), list(e.features), row.traceparent))
     return out

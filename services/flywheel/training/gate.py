@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn import metrics as skm
 
 from flywheel.common.errors import InvalidArgument
 from flywheel.common.spec import GateSpec
@@ -26,38 +27,45 @@ class GateDecision:
 
 def metric(name: str, y_true: np.ndarray, predicted: np.ndarray,
            probabilities: np.ndarray | None = None) -> float:
-    """`predicted`: classes (classification) or values (regression)."""
+    """`predicted`: classes (classification) or values (regression); `probabilities`: one
+    column per class, in class order (two or more classes). Computed by scikit-learn; f1 is
+    the positive class's for two classes and the macro average for more; roc_auc is one
+    against the rest, macro averaged, for more than two. NaN where a metric is undefined
+    (no rows; roc_auc with one class present)."""
     y_true = np.asarray(y_true, dtype=np.float64)
     predicted = np.asarray(predicted, dtype=np.float64)
     if len(y_true) == 0:
         return float("nan")
     if name == "accuracy":
-        return float(np.mean(predicted == y_true))
+        return float(skm.accuracy_score(y_true, predicted))
     if name == "rmse":
-        return float(np.sqrt(np.mean((predicted - y_true) ** 2)))
+        return float(skm.root_mean_squared_error(y_true, predicted))
     if name == "mae":
-        return float(np.mean(np.abs(predicted - y_true)))
+        return float(skm.mean_absolute_error(y_true, predicted))
     if name == "f1":
-        tp = float(np.sum((predicted == 1) & (y_true == 1)))
-        fp = float(np.sum((predicted == 1) & (y_true != 1)))
-        fn = float(np.sum((predicted != 1) & (y_true == 1)))
-        return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+        binary = set(np.unique(np.concatenate([y_true, predicted]))) <= {0.0, 1.0}
+        return float(skm.f1_score(y_true, predicted, average="binary" if binary else "macro",
+                                  zero_division=0.0))
+    if name not in ("log_loss", "roc_auc"):
+        raise InvalidArgument(f"unknown metric {name!r}", field="metric")
     if probabilities is None:
         raise InvalidArgument(f"metric {name} needs probabilities", field="metric")
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    classes = np.arange(probabilities.shape[1])
     if name == "log_loss":
-        p = np.clip(probabilities[np.arange(len(y_true)), y_true.astype(int)], 1e-15, 1.0)
-        return float(-np.mean(np.log(p)))
-    if name == "roc_auc":
-        score = probabilities[:, 1]
-        order = np.argsort(score, kind="mergesort")
-        ranks = np.empty(len(score))
-        ranks[order] = np.arange(1, len(score) + 1)
-        positives = y_true == 1
-        n_pos, n_neg = positives.sum(), (~positives).sum()
-        if n_pos == 0 or n_neg == 0:
-            return float("nan")
-        return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-    raise InvalidArgument(f"unknown metric {name!r}", field="metric")
+        # A model's float32 outputs sum to one within float32 rounding only.
+        rows = probabilities.sum(axis=1, keepdims=True)
+        return float(skm.log_loss(y_true, probabilities / np.where(rows > 0, rows, 1.0),
+                                  labels=classes))
+    if len(np.unique(y_true)) < 2:  # one class present: the area is undefined
+        return float("nan")
+    try:
+        if len(classes) == 2:
+            return float(skm.roc_auc_score(y_true, probabilities[:, 1]))
+        return float(skm.roc_auc_score(y_true, probabilities, multi_class="ovr",
+                                       labels=classes))
+    except ValueError:  # a class absent from the holdout: the area is undefined
+        return float("nan")
 
 
 def decide(spec: GateSpec, name: str, candidate: float, champion: float | None,

@@ -34,6 +34,7 @@ from flywheel.training.dataset import CHAMPION as ROLE_CHAMPION
 from flywheel.training.dataset import SHADOW as ROLE_SHADOW
 from flywheel.training.dataset import Dataset, Served
 from flywheel.training.live_metric import live_metric_name, live_value, worse_by
+from flywheel.training.metrics import LIVE_METRIC
 from flywheel.training.promotions import Promotions
 from flywheel.training.scoring import open_version
 
@@ -105,6 +106,7 @@ class LiveGate:
         del self._watch[model.name]
         name = live_metric_name(model)
         live = live_value(name, rows.y, rows.predicted)
+        LIVE_METRIC.labels(model.name, str(version), CHAMPION, name).set(live)
         baseline = self._score_other(model, previous, rows, name)
         detail = (f"v{version} live {name} {live:.4f} vs predecessor v{previous} "
                   f"{'unscorable' if baseline is None else f'{baseline:.4f}'} on the same "
@@ -129,6 +131,7 @@ class LiveGate:
             return reason
         name = live_metric_name(model)
         s = live_value(name, rows.y, rows.predicted)
+        LIVE_METRIC.labels(model.name, str(shadow), SHADOW, name).set(s)
         c = self._score_other(model, champion, rows, name)
         if c is None:  # no same-row score: the champion's own labels over the same period
             own = self._dataset.served(model.name, champion, ROLE_CHAMPION,
@@ -136,6 +139,7 @@ class LiveGate:
             if len(own) < model.live.min_labels:
                 return None
             c = live_value(name, own.y, own.predicted)
+        LIVE_METRIC.labels(model.name, str(champion), CHAMPION, name).set(c)
         gain = -worse_by(name, s, c)
         detail = (f"shadow v{shadow} live {name} {s:.4f} vs champion v{champion} {c:.4f} "
                   f"on the same {len(rows)} joined labels")

@@ -32,6 +32,7 @@ from flywheel.common import aliases as plans
 from flywheel.common.announce import announcement
 from flywheel.common.errors import InvalidArgument, Unavailable
 from flywheel.common.registry import CHAMPION, SHADOW, ModelRegistry, Planner
+from flywheel.training.metrics import ALIAS_CHANGES, REFUSALS
 from flywheel.v1 import common_pb2, events_pb2
 
 log = logging.getLogger("flywheel.training.promotions")
@@ -68,6 +69,8 @@ class Promotions:
             with self._unsettled_lock:
                 self._unsettled.add(name)
             raise
+        ALIAS_CHANGES.labels(name, events_pb2.ModelVersionChange.Name(record.change).removeprefix(
+            "MODEL_VERSION_CHANGE_").lower()).inc()
         log.info("announced %s v%d: %s, aliases %s (%s)", name, record.model_version.version,
                  events_pb2.ModelVersionChange.Name(record.change), dict(record.aliases),
                  record.reason)
@@ -128,6 +131,7 @@ class Promotions:
         """Inference refused `version`: marked REFUSED, and every alias naming it returns to
         the version serving before it (announced as a rollback naming the refusal)."""
         self.registry.set_status(name, version, common_pb2.MODEL_VERSION_STATUS_REFUSED, reason)
+        REFUSALS.labels(name).inc()
         why = f"inference refused v{version}: {reason}"
         plan = self._apply(
             name, lambda state, refused: plans.withdraw(state, version, refused), ROLLED_BACK,

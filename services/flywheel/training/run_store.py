@@ -29,7 +29,7 @@ log = logging.getLogger("flywheel.training.runs")
 
 FORMAT = 1
 # Fields of TrainingRun that stay in memory only.
-TRANSIENT = frozenset({"dataset_ids"})
+TRANSIENT = frozenset({"dataset_ids", "dataset_traces"})
 ACTIVE = (QUEUED, RUNNING)
 
 _RUN = TypeAdapter(TrainingRun)

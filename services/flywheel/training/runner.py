@@ -15,6 +15,11 @@ scored with ONNX Runtime on the same holdout (the most recent examples of the wi
 gate decides; the version is registered either way, with its metrics, parent, feature names,
 vocabularies, native state, sha256, trigger reason and lineage (the exact partitions and
 offset ranges of its window, the mode and the version it continued), and announced.
+
+Traced as one trace per run (a span per stage), linked to the trace of every labeled example
+of its window (up to `trace_max_links` distinct traces): a run is not made a part of the
+thousands of prediction traces it learned from. Its announcements carry the run's trace on,
+so the swap in inference is part of it.
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from flywheel.common import tracing
 from flywheel.common.errors import FailedPrecondition, NotFound
 from flywheel.common.registry import CHAMPION, ModelRegistry
 from flywheel.common.spec import FlywheelSpec, ModelSpec, Task, TrainingMode
 from flywheel.training.dataset import Dataset, Window
 from flywheel.training.gate import GateDecision, decide, metric
+from flywheel.training.metrics import RUNS, STAGE_SECONDS
 from flywheel.training.parity import compare
 from flywheel.training.promotions import Promotions
 from flywheel.training.scoring import OnnxScorer, VersionScorer, open_version
@@ -93,6 +100,8 @@ class TrainingRun:
     mode_note: str = ""
     # The prediction ids of the window, in order (not persisted; for checks and tests).
     dataset_ids: list[str] = field(default_factory=list, repr=False)
+    # Their traceparents (not persisted; the run's trace links to them).
+    dataset_traces: list[str] = field(default_factory=list, repr=False)
 
     def lineage(self) -> common_pb2.Lineage:
         return common_pb2.Lineage(
@@ -147,23 +156,34 @@ class Runner:
     def _stage(self, run: TrainingRun, name: str) -> Iterator[None]:
         start = time.perf_counter()
         try:
-            yield
+            with tracing.span(name):
+                yield
         finally:
-            run.stage_seconds[name] = run.stage_seconds.get(name, 0.0) + (
-                time.perf_counter() - start)
+            took = time.perf_counter() - start
+            run.stage_seconds[name] = run.stage_seconds.get(name, 0.0) + took
+            STAGE_SECONDS.labels(run.model_name, name).observe(took)
             self._progress(run)
 
     def run(self, run: TrainingRun) -> TrainingRun:
         run.state, run.started_at = RUNNING, time.time()
         self._progress(run)
         try:
-            self._run(run, self._spec.model(run.model_name))
+            with tracing.root("training run", {"flywheel.run_id": run.run_id,
+                                               "flywheel.model": run.model_name,
+                                               "flywheel.trigger": run.trigger_reason}) as span:
+                try:
+                    self._run(run, self._spec.model(run.model_name))
+                finally:
+                    tracing.link(span, run.dataset_traces)
+                    tracing.annotate(span, {"flywheel.model.version": run.candidate_version,
+                                            "flywheel.promoted": run.promoted})
             run.state = SUCCEEDED
         except Exception as error:
             run.state, run.error = FAILED, str(error) or type(error).__name__
             log.warning("training run %s failed: %s", run.run_id, run.error,
                         exc_info=not isinstance(error, FailedPrecondition))
         run.finished_at = time.time()
+        RUNS.labels(run.model_name, run.state).inc()
         self._progress(run)
         return run
 
@@ -175,6 +195,7 @@ class Runner:
                                           spec.training.holdout_fraction)
             self._check(window, spec)
             run.ranges, run.dataset_ids = window.ranges, window.prediction_ids
+            run.dataset_traces = window.traceparents
             run.training_examples, run.holdout_examples = len(window.y_train), len(window.y_holdout)
             data = self._training_data(window, spec)
         champion = self._champion(spec, trainer)

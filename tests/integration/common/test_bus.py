@@ -9,7 +9,9 @@ import time
 import pytest
 from confluent_kafka import Consumer
 from kafka import KafkaProducer
+from opentelemetry import context as otel_context
 
+from flywheel.common import tracing
 from flywheel.common.kafka import headers as hdr
 from flywheel.common.kafka.admin import ensure_topics
 from flywheel.common.kafka.consumer import ConsumerWorker
@@ -81,10 +83,17 @@ def worker(kafka_bootstrap, group, topics, handler, producer, **kwargs) -> Consu
 
 
 def test_typed_round_trip_carries_protobuf_and_headers(kafka_bootstrap, names, topics, producer):
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
     async def send_all() -> list:
-        return await asyncio.gather(
-            *(producer.send(topics.events, f"c{i}", event(i)) for i in range(50))
-        )
+        # Sent on behalf of a caller's trace: its context travels in every record's headers.
+        token = otel_context.attach(tracing.extract({"traceparent": caller}))
+        try:
+            return await asyncio.gather(
+                *(producer.send(topics.events, f"c{i}", event(i)) for i in range(50))
+            )
+        finally:
+            otel_context.detach(token)
 
     delivered = asyncio.run(send_all())
     assert len(delivered) == 50 and all(d.offset >= 0 for d in delivered)
@@ -102,7 +111,7 @@ def test_typed_round_trip_carries_protobuf_and_headers(kafka_bootstrap, names, t
     assert first.value.features["f00"].double_value == float(first.value.entity_id[1:])
     assert first.key == first.value.entity_id.encode()
     assert first.headers[hdr.MESSAGE_TYPE] == "flywheel.v1.Event"
-    assert first.headers[hdr.TRACEPARENT].startswith("00-")
+    assert first.headers[hdr.TRACEPARENT] == caller
 
 
 def test_a_producer_without_its_poll_thread_settles_while_its_owner_waits(

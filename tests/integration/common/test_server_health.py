@@ -152,3 +152,28 @@ async def test_a_stream_message_that_is_no_request_is_an_invalid_argument():
             assert "flywheel.v1.GetTrainingRunRequest" in bad.value.details()
     finally:
         await server.stop()
+
+
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+async def test_reflection_lists_the_services_under_both_versions(server_and_gate, version):
+    """What grpcurl sends: the method path of its reflection version and the protocol's
+    messages (identical field for field in v1 and v1alpha)."""
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    server, _ = server_and_gate
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        info = channel.stream_stream(
+            f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+        call = info(iter([
+            reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(
+                file_containing_symbol="flywheel.v1.TrainingService"),
+        ]), timeout=10)
+        replies = [reply async for reply in call]
+    listed = {s.name for s in replies[0].list_services_response.service}
+    assert {"flywheel.v1.TrainingService", "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection"} <= listed
+    assert replies[1].file_descriptor_response.file_descriptor_proto

@@ -4,7 +4,7 @@ tritonclient's generated protocol module and the server's (flywheel.oip) both de
 protobuf package `inference` and cannot share one process's descriptor pool, so the client
 lives here, exactly as a user's program would, and prints what it saw as one JSON object.
 
-    python triton_user.py <host:port> happy|bad|byo <max_message_bytes>
+    python triton_user.py <host:port> happy|bad|byo|extensions <max_message_bytes>
 """
 
 from __future__ import annotations
@@ -158,6 +158,60 @@ def byo(client: triton.InferenceServerClient) -> dict:
     return out
 
 
+def _index(client: triton.InferenceServerClient, target: str = "") -> list[list[str]]:
+    """The index through tritonclient; with `target`, only the ready versions (a request
+    field tritonclient does not expose: its protocol stubs ask)."""
+    if target:
+        with grpc.insecure_channel(target) as channel:
+            models = service_pb2_grpc.GRPCInferenceServiceStub(channel).RepositoryIndex(
+                service_pb2.RepositoryIndexRequest(ready=True), timeout=10).models
+    else:
+        models = client.get_model_repository_index().models
+    return [[m.name, m.version, m.state] for m in models]
+
+
+def _statistics(client: triton.InferenceServerClient, name: str = "", version: str = "") -> dict:
+    return {f"{s.name}:{s.version}": {
+        "inference_count": s.inference_count, "execution_count": s.execution_count,
+        "success": s.inference_stats.success.count, "success_ns": s.inference_stats.success.ns,
+        "fail": s.inference_stats.fail.count, "last_inference": s.last_inference,
+        "batches": {b.batch_size: b.compute_infer.count for b in s.batch_stats},
+    } for s in client.get_inference_statistics(name, version).model_stats}
+
+
+def _status_of(call) -> str:
+    try:
+        call()
+    except InferenceServerException as error:
+        return str(error.status()).removeprefix("StatusCode.")
+    return "OK"
+
+
+def extensions(client: triton.InferenceServerClient, target: str) -> dict:
+    """The model repository and statistics extensions (test_oip_extensions.py)."""
+    out: dict = {"extensions": list(client.get_server_metadata().extensions),
+                 "index": _index(client), "ready_index": _index(client, target)}
+    for _ in range(3):
+        client.infer("churn", [infer_input(rows(4))])
+    client.infer("churn", [infer_input(rows(2))], model_version="2")
+    out["bad_infer"] = _status_of(lambda: client.infer("churn", [infer_input(rows(2)[:, :5].copy())]))
+    out["statistics"] = _statistics(client, "churn")
+    out["statistics_v2"] = _statistics(client, "churn", "2")
+    client.unload_model("churn")
+    out["after_unload"] = {"ready": client.is_model_ready("churn"),
+                           "ready_v1": client.is_model_ready("churn", "1"),
+                           "index": _index(client),
+                           "infer": _status_of(lambda: client.infer("churn", [infer_input(rows(1))]))}
+    client.load_model("churn")
+    out["after_load"] = {"ready": client.is_model_ready("churn"),
+                         "ready_v2": client.is_model_ready("churn", "2"),
+                         "ready_index": _index(client, target)}
+    out["load_unknown"] = _status_of(lambda: client.load_model("nope"))
+    out["unload_unknown"] = _status_of(lambda: client.unload_model("nope"))
+    out["statistics_unknown"] = _status_of(lambda: client.get_inference_statistics("nope"))
+    return out
+
+
 def main() -> None:
     target, scenario, max_message = sys.argv[1], sys.argv[2], int(sys.argv[3])
     client = triton.InferenceServerClient(target)
@@ -166,6 +220,8 @@ def main() -> None:
             result = happy(client, target)
         elif scenario == "byo":
             result = byo(client)
+        elif scenario == "extensions":
+            result = extensions(client, target)
         else:
             result = bad(client, target, max_message)
     finally:

@@ -19,6 +19,10 @@ are never wrapped: probes are never counted nor refused. The wrapper also runs t
 deserializer, so that bytes that are no valid request get INVALID_ARGUMENT naming the message
 type (grpc.aio itself answers those UNKNOWN).
 
+The caller's trace (`traceparent`, `tracestate`) is continued in a server span named after the
+method when tracing is on, and only carried on (no span) when it is off; see
+`flywheel.common.tracing`.
+
 The per-call path is kept lean: admission is a counter check, the metadata is scanned once
 without building a dict, and a missing request id is minted without a system call.
 """
@@ -35,13 +39,8 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc.aio import AbortError
 
-from flywheel.common.context import (
-    deadline_var,
-    new_request_id,
-    request_id_var,
-    traceparent_var,
-    valid_traceparent,
-)
+from flywheel.common import tracing
+from flywheel.common.context import deadline_var, new_request_id, request_id_var
 from flywheel.common.errors import FlywheelError, InvalidArgument
 from flywheel.common.grpc.admission import Admission
 from flywheel.common.grpc.auth import Guard, role_of
@@ -50,6 +49,7 @@ log = logging.getLogger("flywheel.grpc")
 
 REQUEST_ID_KEY = "x-request-id"
 TRACEPARENT_KEY = "traceparent"
+TRACESTATE_KEY = "tracestate"
 
 # Methods never wrapped (never counted nor refused), even when registered through a registrar.
 UNWRAPPED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
@@ -59,35 +59,41 @@ def status_of(error: FlywheelError) -> grpc.StatusCode:
     return grpc.StatusCode[error.code]
 
 
-def _enter_context(context: grpc.aio.ServicerContext) -> tuple[Any, Any, Any]:
-    """The call's request id, trace parent and deadline into the context (see
-    `flywheel.common.context`); their tokens, for `_leave_context`."""
-    request_id = traceparent = ""
+def _enter_context(context: grpc.aio.ServicerContext, method: str) -> tuple[Any, Any, Any]:
+    """The call's request id, trace and deadline into the context (see
+    `flywheel.common.context` and `flywheel.common.tracing`); their tokens, for
+    `_leave_context`."""
+    request_id = ""
+    trace_carrier: dict[str, str] | None = None
     for key, value in context.invocation_metadata() or ():
         # A repeated key: the last one wins (as it did with a dict of the pairs).
         if key == REQUEST_ID_KEY:
             request_id = str(value)[:128]
-        elif key == TRACEPARENT_KEY:
-            traceparent = str(value)
+        elif key in (TRACEPARENT_KEY, TRACESTATE_KEY):
+            if trace_carrier is None:
+                trace_carrier = {}
+            trace_carrier[key] = str(value)
     if not request_id:
         request_id = new_request_id()
-    if traceparent and not valid_traceparent(traceparent):
-        traceparent = ""
     remaining = context.time_remaining()
     tokens = (
         request_id_var.set(request_id),
-        traceparent_var.set(traceparent),
         deadline_var.set(None if remaining is None else time.monotonic() + remaining),
+        tracing.enter_server_call(method, trace_carrier)
+        if tracing.enabled or trace_carrier else None,
     )
     context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
     return tokens
 
 
-def _leave_context(tokens: tuple[Any, Any, Any]) -> None:
-    token_r, token_t, token_d = tokens
+def _leave_context(tokens: tuple[Any, Any, Any], context: grpc.aio.ServicerContext) -> None:
+    token_r, token_d, trace_entered = tokens
     request_id_var.reset(token_r)
-    traceparent_var.reset(token_t)
     deadline_var.reset(token_d)
+    if trace_entered is not None:
+        code = context.code() if tracing.enabled else None
+        tracing.leave_server_call(trace_entered, "" if code in (None, grpc.StatusCode.OK)
+                                  else getattr(code, "name", str(code)))
 
 
 async def _fail(context: grpc.aio.ServicerContext, error: BaseException, method: str) -> None:
@@ -151,7 +157,7 @@ def _wrap_unary_response(
             await context.abort(*denial)
         if not admission.try_enter():
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, admission.refusal)
-        tokens = _enter_context(context)
+        tokens = _enter_context(context, method)
         try:
             if decode is not None:
                 request_or_iterator = decode(request_or_iterator)
@@ -162,7 +168,7 @@ def _wrap_unary_response(
             await _fail(context, error, method)
         finally:
             admission.leave()
-            _leave_context(tokens)
+            _leave_context(tokens, context)
 
     return handler
 
@@ -181,7 +187,7 @@ def _wrap_stream_response(
             await context.abort(*denial)
         if not admission.try_enter():
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, admission.refusal)
-        tokens = _enter_context(context)
+        tokens = _enter_context(context, method)
         try:
             if decode is not None:
                 request_or_iterator = decode(request_or_iterator)
@@ -193,7 +199,7 @@ def _wrap_stream_response(
             await _fail(context, error, method)
         finally:
             admission.leave()
-            _leave_context(tokens)
+            _leave_context(tokens, context)
 
     return handler
 

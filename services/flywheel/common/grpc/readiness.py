@@ -28,7 +28,6 @@ class Readiness:
         self._service_names = ["", *service_names]
         self._checks: dict[str, Check] = {}
         self._interval_s = interval_s
-        self._last: dict[str, bool] = {}
         self._draining = False
         self._serving: bool | None = None
 
@@ -38,10 +37,6 @@ class Readiness:
     @property
     def ready(self) -> bool:
         return bool(self._serving)
-
-    @property
-    def last_results(self) -> dict[str, bool]:
-        return dict(self._last)
 
     async def evaluate(self) -> bool:
         results = {}
@@ -54,7 +49,6 @@ class Readiness:
             except Exception as error:  # noqa: BLE001 - a failing check means not ready
                 log.debug("readiness check %s failed: %s", name, error)
                 results[name] = False
-        self._last = results
         serving = all(results.values()) and not self._draining
         if serving != self._serving:
             failing = sorted(name for name, ok in results.items() if not ok)

@@ -14,12 +14,12 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from flywheel.common.grpc.admission import Admission
 from flywheel.common.grpc.auth import guard_for
 from flywheel.common.grpc.interceptors import WrappingRegistrar
 from flywheel.common.grpc.readiness import Readiness
+from flywheel.common.grpc.reflection import enable_reflection
 from flywheel.common.grpc.tls import server_credentials
 from flywheel.common.settings import GrpcSecuritySettings, ServiceSettings
 
@@ -51,7 +51,6 @@ class GrpcServer:
         )
         self._service_names: list[str] = [
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
         ]
         health_pb2_grpc.add_HealthServicer_to_server(readiness.health, self._server)
         self._registrar = WrappingRegistrar(
@@ -70,7 +69,7 @@ class GrpcServer:
         self._service_names.append(full_name)
 
     async def start(self) -> int:
-        reflection.enable_server_reflection(self._service_names, self._server)
+        enable_reflection(self._service_names, self._server)
         address = f"{self._settings.grpc_host}:{self._settings.grpc_port}"
         credentials = server_credentials(self._security)
         if credentials is None:

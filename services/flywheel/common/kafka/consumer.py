@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from flywheel.common.errors import DecodeError
 from flywheel.common.kafka import headers as hdr
+from flywheel.common.kafka.lag import lag_reporting
 from flywheel.common.kafka.producer import Producer
 from flywheel.common.kafka.records import (
     ErrorAction,
@@ -70,6 +71,7 @@ class ConsumerWorker(WorkerThread):
             "isolation.level": "read_committed",
             "session.timeout.ms": 10000,
             "socket.timeout.ms": 10000,
+            **lag_reporting(group_id),
         }
         self._config.update(extra_config or {})
         self.processed = 0

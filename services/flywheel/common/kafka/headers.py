@@ -1,8 +1,11 @@
-"""Record headers: message type, request id, W3C traceparent, and the DLQ's error headers."""
+"""Record headers: message type, request id, the trace context (W3C `traceparent`, and
+`tracestate` when there is one, written by OpenTelemetry's propagator), and the DLQ's error
+headers."""
 
 from __future__ import annotations
 
-from flywheel.common.context import current_request_id, current_traceparent
+from flywheel.common import tracing
+from flywheel.common.context import current_request_id
 
 MESSAGE_TYPE = "message-type"
 REQUEST_ID = "request-id"
@@ -18,11 +21,13 @@ Headers = list[tuple[str, bytes]]
 
 
 def standard_headers(type_name: str, request_id: str | None = None) -> Headers:
-    return [
+    """Message type, request id and the current trace context (none when there is no trace)."""
+    headers = [
         (MESSAGE_TYPE, type_name.encode()),
         (REQUEST_ID, (request_id or current_request_id()).encode()),
-        (TRACEPARENT, current_traceparent().encode()),
     ]
+    headers.extend((key, value.encode()) for key, value in tracing.inject().items())
+    return headers
 
 
 def as_dict(headers: list[tuple[str, bytes | None]] | None) -> dict[str, str]:

@@ -41,12 +41,5 @@ def always_retry(error: Exception, attempt: int) -> ErrorAction:
     return ErrorAction.RETRY
 
 
-def retry_then_dead_letter(max_attempts: int) -> ErrorPolicy:
-    def policy(error: Exception, attempt: int) -> ErrorAction:
-        return ErrorAction.RETRY if attempt < max_attempts else ErrorAction.DEAD_LETTER
-
-    return policy
-
-
 def backoff_s(attempt: int) -> float:
     return min(0.1 * 2 ** (attempt - 1), 5.0)

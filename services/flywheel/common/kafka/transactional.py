@@ -36,6 +36,7 @@ from google.protobuf.message import Message as ProtoMessage
 from flywheel.common.errors import DecodeError
 from flywheel.common.kafka import headers as hdr
 from flywheel.common.kafka.headers import Headers, standard_headers
+from flywheel.common.kafka.lag import lag_reporting
 from flywheel.common.kafka.records import Record, backoff_s
 from flywheel.common.kafka.security import secured
 from flywheel.common.kafka.topics import Topic
@@ -118,6 +119,7 @@ class TransactionalWorker(WorkerThread):
             "partition.assignment.strategy": "range",
             "session.timeout.ms": 10000,
             "socket.timeout.ms": 10000,
+            **lag_reporting(group_id),
         }
         if static_member_id:
             # A restarted instance takes its partitions back at once instead of waiting
