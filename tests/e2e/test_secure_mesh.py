@@ -146,7 +146,7 @@ def test_denial_matrix_on_every_method(secured: SecuredMesh) -> None:
     from flywheel.common.grpc.client import sync_channel
 
     methods = _methods()
-    assert len(methods) == 22
+    assert len(methods) == 26  # the OIP repository and statistics extensions included
     untrusted = ec.generate_private_key(ec.SECP256R1())
     cases = tried = denied = 0
     wrong = []
@@ -183,7 +183,7 @@ def test_denial_matrix_on_every_method(secured: SecuredMesh) -> None:
     print(f"denial matrix: {cases} cases on {len(methods)} methods of 5 services, "
           f"{denied} denied with the right status ({100 * denied / tried:.0f} %)")
     assert wrong == []
-    assert denied == cases == 5 * 22
+    assert denied == cases == 5 * 26
     assert sorted(passed) == sorted(m for _, m, _ in methods)
 
 

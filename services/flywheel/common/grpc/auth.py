@@ -48,6 +48,10 @@ ROLES: dict[str, str] = {
     "/flywheel.v1.FeatureStoreService/WriteFeatures": "features-write",
     "/flywheel.v1.PredictionService/": "predict",
     "/inference.GRPCInferenceService/": "predict",
+    # The model repository extension changes what is served: an operator's call.
+    "/inference.GRPCInferenceService/RepositoryIndex": "admin",
+    "/inference.GRPCInferenceService/RepositoryModelLoad": "admin",
+    "/inference.GRPCInferenceService/RepositoryModelUnload": "admin",
     "/flywheel.v1.FeedbackService/": "feedback",
     "/flywheel.v1.TrainingService/": "admin",
 }
