@@ -127,24 +127,17 @@ kafka_image() {
 # that image's own pip and Python, so that environment markers and wheel tags are the image's:
 # the container runs on the host network with the host's CA bundle, the way this machine
 # reaches the package index. The image then installs from them with no index. A stamp skips
-# the download while pyproject.toml and the extras are the same.
+# the download while the requirements are the same.
 fill_wheelhouse() {
   local image="$1" extras="$2" stamp wanted ca
   stamp="$wheelhouse/.stamp-$(printf '%s' "$image" | tr -c 'A-Za-z0-9.' '-')"
-  wanted="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras"
+  "$python" deploy/requirements.py pyproject.toml "$extras" --build-backend >"$scratch/requirements"
+  wanted="$(sha256sum <"$scratch/requirements" | cut -d' ' -f1)"
   if [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ]; then
     say "wheelhouse for $image [$extras] up to date"
     return
   fi
-  "$python" - "$extras" >"$wheelhouse/.requirements" <<'EOF'
-import sys, tomllib
-with open("pyproject.toml", "rb") as f:
-    pyproject = tomllib.load(f)
-project = pyproject["project"]
-extras = [e for e in sys.argv[1].split(",") if e]
-wanted = project["dependencies"] + [r for e in extras for r in project["optional-dependencies"][e]]
-print("\n".join(wanted + pyproject["build-system"]["requires"]))
-EOF
+  cp "$scratch/requirements" "$wheelhouse/.requirements"
   ca="${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}"
   [ -f "$ca" ] || die "no CA bundle at $ca for the download (set PIP_CERT)"
   # A base without Python and venv (the CUDA runtime) gets them from its own apt first.
