@@ -212,10 +212,13 @@ def test_dockerfile_builds_cpu_and_gpu_variants_from_the_extras():
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     for variant in ("cpu", "gpu"):
         assert variant in extras
-        assert f'flywheel_mesh-*.whl)[{variant}]"' in text
-    assert text.rstrip().splitlines()[-1].startswith("CMD")
-    last_stage = re.findall(r"^FROM \S+ AS (\S+)", text, flags=re.MULTILINE)[-1]
-    assert last_stage == "cpu", "the default target (last stage) should be the CPU image"
+        assert f'flywheel_mesh-*.whl)[{variant},boost]"' in text
+        assert f"requirements.py /src/pyproject.toml {variant},boost" in text
+    # The classic builder runs every stage up to the target: the cpu image must not need the
+    # CUDA base, and the default target (the last stage) is the cpu image.
+    named = re.findall(r"^FROM \S+ AS (\S+)", text, flags=re.MULTILINE)
+    assert named.index("cpu") < named.index("venv-gpu") < named.index("gpu")
+    assert text.rstrip().splitlines()[-1] == "FROM cpu"
     assert "USER flywheel" in text
     assert _image_env()["FLYWHEEL_SPEC_PATH"] == "/etc/flywheel/flywheel.yaml"
 

@@ -3,7 +3,7 @@
 The broker runs the official ``apache/kafka`` image with the same settings as the local
 broker (``flywheel.infra.kafka_broker.broker_config``), advertised on a fixed host port so
 clients outside the container reach it. Used only where testcontainers is installed and a
-Docker engine answers (see ``endpoints.docker_answers``).
+Docker engine answers with both images already there (see ``endpoints.docker_answers``).
 """
 
 from __future__ import annotations

@@ -27,18 +27,23 @@ class Endpoints:
     source: str
 
 
-def docker_answers(timeout: float = 3.0) -> bool:
-    """True when testcontainers is importable and a Docker engine answers ``docker info``."""
+def docker_answers(timeout: float = 3.0, images: tuple[str, ...] = ()) -> bool:
+    """True when testcontainers is importable, a Docker engine answers ``docker info`` and
+    already has ``images``: a test session pulls nothing (no registry may be reachable, as
+    on a machine where CI starts an engine only for the compose tests)."""
     if importlib.util.find_spec("testcontainers") is None or shutil.which("docker") is None:
         return False
+    checks = [["docker", "info", "--format", "{{.ServerVersion}}"]]
+    if images:
+        checks.append(["docker", "image", "inspect", "--format", "{{.Id}}", *images])
     try:
-        result = subprocess.run(
-            ["docker", "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True, timeout=timeout, check=False,
-        )
+        for argv in checks:
+            result = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+            if result.returncode != 0 or not result.stdout.strip():
+                return False
     except (OSError, subprocess.TimeoutExpired):
         return False
-    return result.returncode == 0 and bool(result.stdout.strip())
+    return True
 
 
 @contextmanager

@@ -5,9 +5,10 @@ Load it with ``pytest_plugins = ["flywheel.testing.fixtures"]`` in a conftest. F
 ``infra`` (session)
     ``Endpoints(kafka_bootstrap, redis_url, source)`` of a ready broker and Redis. Taken,
     in this order, from FLYWHEEL_KAFKA_BOOTSTRAP + FLYWHEEL_REDIS_URL (``external``); from
-    containers when testcontainers is installed and a Docker engine answers within 3 s
-    (``testcontainers``); else from local processes started by ``flywheel.infra`` under a
-    pytest temporary folder (``local``), stopped at the end of the session.
+    containers when testcontainers is installed and a Docker engine answers within 3 s with
+    both images already there (``testcontainers``); else from local processes started by
+    ``flywheel.infra`` under a pytest temporary folder (``local``), stopped at the end of the
+    session.
 ``kafka_bootstrap``, ``redis_url`` (session)
     The two addresses alone.
 ``names`` (function)
@@ -26,6 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 import pytest
 
 from flywheel.infra import InfraError, InfraSettings
+from flywheel.testing.containers import KAFKA_IMAGE, REDIS_IMAGE
 from flywheel.testing.endpoints import Endpoints, docker_answers, local_endpoints
 from flywheel.testing.kafka import create_topics, delete_topics
 from flywheel.testing.names import Names
@@ -36,7 +38,7 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
     settings = InfraSettings.from_env()
     given = settings.external_kafka_bootstrap or settings.external_redis_url
     try:
-        if not given and docker_answers():
+        if not given and docker_answers(images=(KAFKA_IMAGE, REDIS_IMAGE)):
             from flywheel.testing.containers import container_endpoints
 
             with container_endpoints() as endpoints:
