@@ -81,12 +81,12 @@ def read_rollbacks(bootstrap: str, namespace: str, model: str, since_ms: int,
     from flywheel.v1 import events_pb2
 
     topic = Topics(namespace).model_versions
-    consumer = Consumer({
+    consumer = Consumer(secured({
         "bootstrap.servers": bootstrap,
         "group.id": f"flywheel-demo-announcements-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
         "socket.timeout.ms": 10000,
-    })
+    }))
     found: list[dict[str, int | str]] = []
     try:
         metadata = consumer.list_topics(topic.name, timeout=timeout_s)

@@ -48,7 +48,9 @@ async def test_good_events_are_published_beside_bad_ones(ingest, customer, commo
     bad = _event(customer, "b1", event_id="bad-1")
     bad.features["f00"].double_value = math.nan
     events = [_event(customer, "a1", event_id="given-id"), bad, _event(customer, "a2")]
-    reply = await ingest.Ingest(ingest_pb2.IngestRequest(events=events), timeout=10)
+    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    reply = await ingest.Ingest(ingest_pb2.IngestRequest(events=events), timeout=10,
+                                metadata=(("traceparent", caller),))
     assert (reply.accepted_count, reply.rejected_count) == (2, 1)
     assert reply.accepted_event_ids[0] == "given-id"
     generated = reply.accepted_event_ids[1]
@@ -63,7 +65,8 @@ async def test_good_events_are_published_beside_bad_ones(ingest, customer, commo
     assert set(by_key) == {"a1", "a2"}
     headers, event = by_key["a1"]
     assert headers["message-type"] == b"flywheel.v1.Event"
-    assert headers["request-id"] and headers["traceparent"].startswith(b"00-")
+    # The caller's trace travels on in the record (tracing off here: nothing else is made).
+    assert headers["request-id"] and headers["traceparent"] == caller.encode()
     assert event == events[0]
     assert by_key["a2"][1].event_id == generated
 
