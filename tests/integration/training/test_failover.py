@@ -113,7 +113,7 @@ def test_kill9_of_the_active_mid_run_hands_over_without_a_half_or_double_version
             run_id = call(first_port, "TriggerRetrain", training_pb2.TriggerRetrainRequest(
                 model_name="churn", reason="to be cut")).run_id
             # Training, or failed for too few examples yet (then asked again).
-            wait_until(lambda: (hold / "inside").exists() or call(
+            wait_until(lambda run_id=run_id: (hold / "inside").exists() or call(
                 first_port, "GetTrainingRun", training_pb2.GetTrainingRunRequest(
                     run_id=run_id)).run.state in finished, 60, "the run to train or fail")
 
