@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
@@ -50,13 +50,16 @@ class ConsumerWorker(WorkerThread):
         extra_config: dict[str, Any] | None = None,
         name: str = "consumer",
         follow_all: bool = False,
+        start_offsets: Mapping[tuple[str, int], int] | None = None,
     ) -> None:
         """`follow_all`: read every partition of `topics` from the beginning without
         joining `group_id` and without committing (a feed every replica reads whole, such as
         the compacted model-versions topic): the broker never creates the group, so a
-        replica that stops, however it stops, leaves none behind."""
+        replica that stops, however it stops, leaves none behind. `start_offsets`: where
+        to begin in a (topic, partition) instead of its beginning."""
         super().__init__(name)
         self._follow_all = follow_all
+        self._start_offsets = dict(start_offsets or {})
         self._topics = {topic.name: topic for topic in topics}
         self._handler = handler
         self._dlq = dlq_producer
@@ -121,7 +124,9 @@ class ConsumerWorker(WorkerThread):
             metadata = consumer.list_topics(name, timeout=timeout).topics[name]
             if metadata.error is not None:
                 raise RuntimeError(f"topic {name}: {metadata.error}")
-            partitions += [TopicPartition(name, p, OFFSET_BEGINNING) for p in metadata.partitions]
+            partitions += [TopicPartition(name, p, self._start_offsets.get((name, p),
+                                                                            OFFSET_BEGINNING))
+                           for p in metadata.partitions]
         consumer.assign(partitions)
         self.assigned.set()
 
