@@ -2,7 +2,7 @@
 # Installs everything the project needs, and only what is missing; safe to run again.
 #
 #   system: redis-server, a JDK 17 (java) and Maven (mvn), through apt-get when absent
-#   python: .venv with the package installed editable, extras $FLYWHEEL_EXTRAS (cpu,dev,boost)
+#   python: .venv with the package installed editable, extras $FLYWHEEL_EXTRAS (cpu,dev,boost,ray)
 #   kafka:  the broker jars, fetched from Maven Central into the cache (flywheel infra fetch)
 #
 # Works unattended (CI=true, no stdin) as root on Debian/Ubuntu; elsewhere it names what
@@ -11,7 +11,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-extras="${FLYWHEEL_EXTRAS:-cpu,dev,boost}"
+extras="${FLYWHEEL_EXTRAS:-cpu,dev,boost,ray}"
 python="${PYTHON:-python3}"
 
 say() { printf 'setup: %s\n' "$*"; }

@@ -239,7 +239,8 @@ def test_kustomization_lists_every_manifest():
 
 
 def test_each_service_is_a_deployment_with_grpc_probes_resources_and_a_service(k8s_docs):
-    deployments = {d["metadata"]["name"]: d for d in k8s_docs if d["kind"] == "Deployment"}
+    deployments = {d["metadata"]["name"]: d for d in k8s_docs
+                   if d["kind"] in ("Deployment", "StatefulSet")}
     services = {d["metadata"]["name"]: d for d in k8s_docs if d["kind"] == "Service"}
     config_maps = {d["metadata"]["name"] for d in k8s_docs if d["kind"] == "ConfigMap"}
     assert set(deployments) == set(SERVICE_NAMES)
@@ -255,6 +256,9 @@ def test_each_service_is_a_deployment_with_grpc_probes_resources_and_a_service(k
         liveness = container["livenessProbe"]
         if "grpc" in liveness:
             assert liveness["grpc"]["port"] == service.grpc_port
+        elif "tcpSocket" in liveness:  # training: a standby is alive, not ready
+            assert service.name == "training"
+            assert liveness["tcpSocket"]["port"] == service.grpc_port
         else:  # inference: alive while it waits for its first model
             command = liveness["exec"]["command"]
             assert assert_module_runs(command) == "flywheel.common.grpc.healthcheck"
@@ -282,7 +286,7 @@ def test_topics_job_and_registry_claim(k8s_docs):
                 assert volume["persistentVolumeClaim"]["claimName"] in claims
     mounts = {
         doc["metadata"]["name"]: {m["mountPath"] for c in _containers(doc) for m in c.get("volumeMounts", [])}
-        for doc in k8s_docs if doc["kind"] == "Deployment"
+        for doc in k8s_docs if doc["kind"] in ("Deployment", "StatefulSet")
     }
     assert config["FLYWHEEL_REGISTRY_URI"] in mounts["training"]
     assert config["FLYWHEEL_REGISTRY_URI"] in mounts["inference"]
@@ -300,8 +304,41 @@ def test_gpu_overlay_asks_for_a_device():
     assert "CUDAExecutionProvider" in env["FLYWHEEL_INFERENCE_PROVIDERS"]
 
 
+def test_replicas_scale_and_survive_a_drain(k8s_docs):
+    by_kind: dict[str, dict] = {}
+    for doc in k8s_docs:
+        by_kind.setdefault(doc["kind"], {})[doc.get("metadata", {}).get("name", "")] = doc
+    targets = {h["spec"]["scaleTargetRef"]["name"]
+               for h in by_kind["HorizontalPodAutoscaler"].values()}
+    assert targets == {"ingest", "inference"}
+    budgets = {b["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+               for b in by_kind["PodDisruptionBudget"].values()}
+    assert budgets == set(SERVICE_NAMES)
+    feedback = by_kind["StatefulSet"]["feedback"]
+    assert feedback["spec"]["serviceName"] in by_kind["Service"]
+    (container,) = _containers(feedback)
+    instance = next(e for e in container["env"] if e["name"] == "FLYWHEEL_FEEDBACK_INSTANCE_ID")
+    assert instance["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"  # the ordinal
+    assert by_kind["Deployment"]["training"]["spec"]["replicas"] == 2
+
+
+def test_ray_overlay_has_a_raycluster_and_points_training_at_it():
+    overlay = K8S / "overlays" / "ray"
+    kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    (cluster,) = [d for name in kustomization["resources"] if name.endswith(".yaml")
+                  for d in yaml.safe_load_all((overlay / name).read_text())]
+    assert cluster["kind"] == "RayCluster" and cluster["spec"]["rayVersion"] == "2.60.0"
+    patch = yaml.safe_load((overlay / kustomization["patches"][0]["path"]).read_text())
+    (container,) = patch["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    for variable in env:
+        settings_field_of(variable)
+    assert env["FLYWHEEL_TRAINING_ENGINE"] == "ray"
+    assert env["FLYWHEEL_TRAINING_RAY_ADDRESS"].startswith(f"ray://{cluster['metadata']['name']}")
+
+
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
-@pytest.mark.parametrize("folder", ["base", "overlays/gpu", "infra"])
+@pytest.mark.parametrize("folder", ["base", "overlays/gpu", "overlays/ray", "infra"])
 def test_kustomize_renders(folder):
     done = subprocess.run(
         ["kubectl", "kustomize", str(K8S / folder)], capture_output=True, text=True, timeout=60

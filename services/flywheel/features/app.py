@@ -9,6 +9,7 @@ from pathlib import Path
 
 import redis
 import redis.asyncio as aioredis
+from confluent_kafka import Consumer, TopicPartition
 
 from flywheel.common.dependency import redis_dependency, redis_for_callers
 from flywheel.common.grpc.readiness import Readiness
@@ -24,7 +25,7 @@ from flywheel.common.validation import EventValidator
 from flywheel.features.core import FeatureStore, Limits
 from flywheel.features.framed import READ_SCRIPT, layouts_of
 from flywheel.features.keys import KeySpace
-from flywheel.features.materializer import Materializer, dead_letter_invalid
+from flywheel.features.materializer import IndexFollower, Materializer, dead_letter_invalid
 from flywheel.features.online_store import OnlineStore
 from flywheel.features.script_pipe import ScriptPipe
 from flywheel.features.servicer import SERVICE, FeatureStoreServicer, add_to_server
@@ -51,6 +52,7 @@ class FeaturesApp:
         self.metrics_port = 0
         self.store: FeatureStore | None = None
         self.consumer: ConsumerWorker | None = None
+        self.index_follower: ConsumerWorker | None = None
         self._dlq_producer: Producer | None = None
         self._redis: redis.Redis | None = None
         self._aioredis: aioredis.Redis | None = None
@@ -102,12 +104,17 @@ class FeaturesApp:
     async def _bring_up(self) -> None:
         """Indexes first (snapshot + Redis), then topics, then the consumer; retried until
         Redis and Kafka answer. Health stays NOT_SERVING meanwhile."""
-        await self._retry_until_done(self._load_indexes)
-        self.store.vectors_ready = True  # type: ignore[union-attr]
         await self._retry_until_done(
             ensure_topics, self.common.kafka_bootstrap,
             [self.topics.events, self.topics.events.dlq], self.common.kafka_timeout_s,
         )
+        # Where the materializers have written Redis up to, read before the index is
+        # reconciled with Redis: the index follower goes on from there, so no vector falls
+        # between the two (one seen twice is harmless: newer-wins).
+        committed: dict[tuple[str, int], int] = {}
+        await self._retry_until_done(self._read_committed, committed)
+        await self._retry_until_done(self._load_indexes)
+        self.store.vectors_ready = True  # type: ignore[union-attr]
         self._dlq_producer = Producer(self.common.kafka_bootstrap, client_id="flywheel-features-dlq")
         self.consumer = ConsumerWorker(
             bootstrap=self.common.kafka_bootstrap,
@@ -120,7 +127,33 @@ class FeaturesApp:
             name="features-materializer",
         )
         self.consumer.start()
+        if any(entity.vector is not None for entity in self.spec.entities):
+            self.index_follower = ConsumerWorker(
+                bootstrap=self.common.kafka_bootstrap,
+                group_id=self.common.group_id("flywheel-features-index"),
+                topics=[self.topics.events], handler=IndexFollower(self.store),
+                dlq_producer=self._dlq_producer, max_batch=self.settings.consumer_max_batch,
+                name="features-index-follower", follow_all=True, start_offsets=committed,
+            )
+            self.index_follower.start()
         self._tasks.append(asyncio.create_task(self._snapshot_loop(), name="vector-snapshots"))
+
+    def _read_committed(self, out: dict[tuple[str, int], int]) -> None:
+        """The materializer group's committed offsets of the events topic (none: from the
+        beginning), without joining the group."""
+        name = self.topics.events.name
+        reader = Consumer({"bootstrap.servers": self.common.kafka_bootstrap,
+                           "group.id": self.common.group_id("flywheel-features"),
+                           "enable.auto.commit": False})
+        try:
+            timeout = self.common.kafka_timeout_s
+            partitions = reader.list_topics(name, timeout=timeout).topics[name].partitions
+            for tp in reader.committed([TopicPartition(name, p) for p in partitions],
+                                       timeout=timeout):
+                if tp.offset >= 0:
+                    out[(name, tp.partition)] = tp.offset
+        finally:
+            reader.close()
 
     @staticmethod
     async def _retry_until_done(step, *args) -> None:
@@ -174,8 +207,9 @@ class FeaturesApp:
         for task in self._tasks:
             task.cancel()
         await self.server.stop()
-        if self.consumer:
-            await asyncio.to_thread(self.consumer.stop)
+        for consumer in (self.consumer, self.index_follower):
+            if consumer:
+                await asyncio.to_thread(consumer.stop)
         try:
             await asyncio.to_thread(self.write_snapshots)
         except OSError as error:

@@ -180,6 +180,16 @@ class FeatureStore:
         for entity_type, items in updates.items():
             self.indexes[entity_type].upsert_many(items)
 
+    def index_vectors(self, events: Sequence[events_pb2.Event]) -> None:
+        """The vectors of valid events into the indexes, newer-wins (an index follower)."""
+        updates: dict[str, list] = defaultdict(list)
+        for event in events:
+            if event.HasField("vector") and event.entity_type in self.indexes:
+                vector = np.asarray(event.vector.values, dtype=np.float32)
+                updates[event.entity_type].append((event.entity_id, vector, version_of(event)))
+        for entity_type, items in updates.items():
+            self.indexes[entity_type].upsert_newer(items)
+
     def _require_vectors(self) -> None:
         if not self.vectors_ready:
             raise Unavailable("the vector index is still loading; retry shortly")

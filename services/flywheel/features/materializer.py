@@ -47,3 +47,21 @@ class Materializer:
 def dead_letter_invalid(error: Exception, attempt: int) -> ErrorAction:
     """Invalid events go to the DLQ at once; anything else is retried (nothing skipped)."""
     return ErrorAction.DEAD_LETTER if isinstance(error, InvalidArgument) else ErrorAction.RETRY
+
+
+class IndexFollower:
+    """Every replica's own reader of the whole events topic, for its vector index only.
+
+    The materializer's consumer group splits the partitions between replicas: Redis is
+    shared, so each row is written once by one of them, but each replica's FAISS index would
+    hold only its own partitions' vectors and SearchSimilar would answer by replica. This
+    reader sees every partition (no group, see ConsumerWorker's follow_all) and puts each
+    valid event's vector into the index under the newer-wins rule, so every replica indexes
+    every vector. Invalid events are the materializer's to dead-letter: skipped here."""
+
+    def __init__(self, store: FeatureStore) -> None:
+        self._store = store
+
+    def __call__(self, records: list[Record]) -> None:
+        valid, _ = self._store.split_valid([record.value for record in records])
+        self._store.index_vectors(valid)

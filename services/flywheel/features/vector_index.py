@@ -31,7 +31,7 @@ import faiss
 import numpy as np
 
 from flywheel.common.files import atomic_write
-from flywheel.features.online_store import StoredVector, Version
+from flywheel.features.online_store import StoredVector, Version, supersedes
 
 log = logging.getLogger("flywheel.features.vectors")
 
@@ -112,6 +112,15 @@ class VectorIndex:
             self._gpu_stale = True
             if self._quantizer is None and len(self._vectors) >= self.ivf_min_vectors:
                 self._switch_to_ivf()
+
+    def upsert_newer(self, items: Iterable[tuple[str, np.ndarray, Version]]) -> None:
+        """Sets the vectors that supersede what the index holds (the newer-wins rule of the
+        online store): for a replica indexing events that another replica wrote to Redis,
+        which may arrive after a newer vector of the same entity."""
+        with self._lock:
+            fresh = [(e, v, version) for e, v, version in items
+                     if supersedes(version, self._versions.get(e))]
+        self.upsert_many(fresh)
 
     def remove_many(self, entity_ids: Iterable[str]) -> None:
         with self._lock:

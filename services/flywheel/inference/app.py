@@ -12,7 +12,6 @@ import logging
 import os
 import socket
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from flywheel.common.grpc.readiness import Readiness
@@ -171,14 +170,16 @@ class InferenceApp:
         self.metrics_port = start_metrics_server(settings.grpc_host, settings.metrics_port)
         self.consumer = ConsumerWorker(
             bootstrap=common.kafka_bootstrap,
-            # Unique per process: every replica must see every announcement.
-            group_id=common.group_id(f"inference-{uuid.uuid4().hex[:12]}"),
+            # Every replica reads every announcement, from the start of the compacted topic,
+            # as a plain reader: the group is never joined nor committed, so a replica leaves
+            # no consumer group behind when it stops or is killed.
+            group_id=common.group_id("flywheel.inference.model-feed"),
+            follow_all=True,
             topics=[self.topics.model_versions],
             handler=ModelFeedHandler(
                 self.store, asyncio.get_running_loop(), settings.load_timeout_s * 2
             ),
             dlq_producer=self.producer,
-            extra_config={"enable.auto.commit": False},
             name="inference-model-versions",
         )
         self.consumer.start()

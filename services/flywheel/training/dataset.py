@@ -20,6 +20,7 @@ column existed read as rows without one.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Iterable, Sequence
@@ -71,6 +72,34 @@ class Window:
     prediction_ids: list[str]
     # The traceparent of each example of the window ('' where its record had none).
     traceparents: list[str]
+    # (ts, partition, offset) of the last training row: the rows of the ranges up to it
+    # (in that order) are the training rows, the later ones the holdout.
+    train_until: tuple[int, int, int] = (0, 0, -1)
+
+
+@dataclass(frozen=True)
+class SegmentSlice:
+    """One segment file and the offsets to read from it (inclusive)."""
+
+    path: str
+    partition: int
+    first: int
+    last: int
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """Where a window's training rows lie on disk, for an engine that reads the segments
+    itself: the files and offsets (a re-delivered record written twice is read from one
+    file only), and the row filter the in-memory index applies."""
+
+    model_name: str
+    features: tuple[str, ...]
+    classification: bool
+    slices: tuple[SegmentSlice, ...]
+    train_until: tuple[int, int, int]
+    expected_rows: int
+    expected_digest: int
 
 
 @dataclass(frozen=True)
@@ -249,9 +278,30 @@ class Dataset:
         rows = np.flatnonzero(selected & (cols["role"] != SHADOW) & cols["valid_y"])
         n_holdout = int(np.ceil(len(rows) * holdout_fraction))
         train, holdout = rows[: len(rows) - n_holdout], rows[len(rows) - n_holdout:]
+        last = train[-1] if len(train) else None
+        until = ((int(cols["ts"][last]), int(cols["partition"][last]), int(cols["offset"][last]))
+                 if last is not None else (0, 0, -1))
         return Window(cols["X"][train], cols["label"][train], cols["X"][holdout],
                       cols["label"][holdout], ranges, [ids[i] for i in rows],
-                      [traces[i] for i in rows])
+                      [traces[i] for i in rows], until)
+
+    def plan(self, spec: ModelSpec, window: Window) -> SegmentPlan:
+        """The segment files and offsets that hold `window`'s training rows, and the count
+        and digest of those rows, for an engine that reads them itself (ray)."""
+        slices = []
+        for topic, partition, first, last in window.ranges:
+            folder = self._dir / topic / f"p{partition}"
+            read_up_to = first - 1  # offsets already covered by an earlier file
+            for path in sorted(folder.glob("*.parquet")):
+                low, high = (int(part) for part in path.stem.split("-"))
+                start, end = max(low, first, read_up_to + 1), min(high, last)
+                if start <= end:
+                    slices.append(SegmentSlice(str(path), partition, start, end))
+                    read_up_to = end
+        train_ids = window.prediction_ids[: len(window.y_train)]
+        return SegmentPlan(spec.name, tuple(spec.features), spec.task.is_classification,
+                           tuple(slices), window.train_until, len(train_ids),
+                           rows_digest(train_ids))
 
     def features_in(self, model: str, ranges: Sequence[tuple[str, int, int, int]]) -> np.ndarray:
         """Feature rows of the non-shadow examples inside `ranges` (a version's lineage)."""
@@ -287,6 +337,13 @@ class Dataset:
                               & cols["valid_y"])[:first]
         return Served(cols["X"][rows], cols["label"][rows], cols["predicted"][rows],
                       int(cols["ts"][rows[0]]) if len(rows) else 0)
+
+
+def rows_digest(prediction_ids: Iterable[str]) -> int:
+    """An order-free digest of a set of rows (by prediction id): a sum of 32-bit hashes,
+    which parts of a data set can compute apart and add up."""
+    return sum(int.from_bytes(hashlib.blake2b(i.encode(), digest_size=4).digest(), "little")
+               for i in prediction_ids)
 
 
 def _row_tuples(rows: Iterable[LabeledRow]) -> list[tuple]:

@@ -37,7 +37,8 @@ from flywheel.common import tracing
 from flywheel.common.errors import FailedPrecondition, NotFound
 from flywheel.common.registry import CHAMPION, ModelRegistry
 from flywheel.common.spec import FlywheelSpec, ModelSpec, Task, TrainingMode
-from flywheel.training.dataset import Dataset, Window
+from flywheel.training.dataset import Dataset, SegmentPlan, Window
+from flywheel.training.engines import Engine, LocalEngine
 from flywheel.training.gate import GateDecision, decide, metric
 from flywheel.training.metrics import RUNS, STAGE_SECONDS
 from flywheel.training.parity import compare
@@ -98,6 +99,9 @@ class TrainingRun:
     training_mode: str = ""
     continued_from: int = 0
     mode_note: str = ""
+    # The engine that trained it, and the digest of the rows it trained on (dataset.rows_digest).
+    engine: str = ""
+    trained_rows_digest: int = 0
     # The prediction ids of the window, in order (not persisted; for checks and tests).
     dataset_ids: list[str] = field(default_factory=list, repr=False)
     # Their traceparents (not persisted; the run's trace links to them).
@@ -140,7 +144,9 @@ class Runner:
     def __init__(self, *, spec: FlywheelSpec, dataset: Dataset, registry: ModelRegistry,
                  promotions: Promotions, trainers: Mapping[str, Trainer],
                  promote_to: str = CHAMPION, onnx_threads: int = 1,
-                 progress: Callable[[TrainingRun], None] | None = None) -> None:
+                 progress: Callable[[TrainingRun], None] | None = None,
+                 engine: Engine | None = None,
+                 guard: Callable[[], None] | None = None) -> None:
         self._spec = spec
         self._dataset = dataset
         self._registry = registry
@@ -151,6 +157,10 @@ class Runner:
         # Told when a run starts, after each stage and at its end (the run store records it);
         # never raises.
         self._progress = progress or (lambda run: None)
+        self.engine = engine or LocalEngine()
+        # Called right before the registry is written; raises when this service may no
+        # longer write it (the controller lease was lost).
+        self._guard = guard or (lambda: None)
 
     @contextmanager
     def _stage(self, run: TrainingRun, name: str) -> Iterator[None]:
@@ -189,8 +199,10 @@ class Runner:
 
     def _run(self, run: TrainingRun, spec: ModelSpec) -> None:
         trainer = self._trainers[spec.name]
-        run.mode, run.trainer = spec.training.mode.value, trainer.name
+        run.mode, run.trainer, run.engine = spec.training.mode.value, trainer.name, self.engine.name
         with self._stage(run, "dataset"):
+            self.engine.admit(min(spec.training.window, self._dataset.total(spec.name)),
+                              len(spec.features))
             window = self._dataset.window(spec.name, spec.training.window,
                                           spec.training.holdout_fraction)
             self._check(window, spec)
@@ -198,6 +210,8 @@ class Runner:
             run.dataset_traces = window.traceparents
             run.training_examples, run.holdout_examples = len(window.y_train), len(window.y_holdout)
             data = self._training_data(window, spec)
+            plan = self._dataset.plan(spec, window)
+            run.trained_rows_digest = plan.expected_digest
         champion = self._champion(spec, trainer)
         run.parent_version = champion.version if champion else 0
         modes = self._modes(spec)
@@ -207,7 +221,7 @@ class Runner:
             modes = [SCRATCH]
             collapsed = ("best_of trained scratch only: " + (
                 champion.why_not_native if champion else "no champion to continue"))
-        trained = [self._train(run, spec, trainer, data, window, champion, mode)
+        trained = [self._train(run, spec, trainer, data, window, plan, champion, mode)
                    for mode in modes]
         with self._stage(run, "evaluate"):
             newer = self._is_newer(window, champion)
@@ -227,6 +241,7 @@ class Runner:
         run.training_mode = FINE_TUNE if chosen.continued_from else SCRATCH
         run.continued_from, run.mode_note = chosen.continued_from, chosen.note or collapsed
         with self._stage(run, "register"):
+            self._guard()
             metrics = dict(chosen.metrics)
             if len(trained) > 1:  # best_of: both scores stay with the version
                 for other in trained:
@@ -242,6 +257,7 @@ class Runner:
                                         f"run {run.run_id}: {run.trigger_reason}")
         with self._stage(run, "promote"):
             if run.gate.passed:
+                self._guard()
                 alias = CHAMPION if not champion else self._promote_to
                 self._promotions.promote(spec.name, version, alias,
                                          f"run {run.run_id}: {run.gate.decision}")
@@ -267,7 +283,8 @@ class Runner:
                             categorical, spec.num_classes)
 
     def _train(self, run: TrainingRun, spec: ModelSpec, trainer: Trainer, data: TrainingData,
-               window: Window, champion: _Champion | None, mode: str) -> _Trained:
+               window: Window, plan: SegmentPlan, champion: _Champion | None,
+               mode: str) -> _Trained:
         parent, continued_from, note = None, 0, ""
         if mode == FINE_TUNE:
             if champion is None:
@@ -277,7 +294,7 @@ class Runner:
             else:
                 parent, continued_from = champion.native, champion.version
         with self._stage(run, "train"):
-            model = trainer.fit(data, parent)
+            model = self.engine.fit(trainer, data, parent, plan)
         with self._stage(run, "export"):
             artifact = model.to_onnx()
         with self._stage(run, "parity"):

@@ -43,3 +43,36 @@ class TrainingSettings(ServiceSettings):
         5000, gt=0, description="Labeled records per segment write (at most)."
     )
     onnx_threads: int = Field(1, gt=0, description="ONNX Runtime threads for evaluation.")
+    lease_ttl_s: float = Field(
+        5.0, gt=0,
+        description="The controller lease (Redis): one training service per mesh is active, "
+        "the others stand by; the active renews it every fifth of this, and a standby takes "
+        "over within this much (plus one renewal) of the active's death.",
+    )
+    engine: Literal["local", "ray"] = Field(
+        "local",
+        description="Where a run trains: in this process (local), or on a Ray cluster (ray: "
+        "Ray Data reads the window's segments, Ray Train fits; the ray extra).",
+    )
+    local_max_bytes: int = Field(
+        0, ge=0,
+        description="The memory a local run's window may take (bytes; 0: half of what is "
+        "available at start). A larger window is refused, naming the ray engine.",
+    )
+    ray_address: str = Field(
+        "auto",
+        description="The Ray cluster of the ray engine: auto (the one `ray start` made on "
+        "this machine), host:port of its head, or ray://host:10001 (e.g. a KubeRay head).",
+    )
+    ray_workers: int = Field(
+        2, gt=0, description="Ray Train workers of a data-parallel (LightGBM, XGBoost) run."
+    )
+    ray_storage: str = Field(
+        ".flywheel/training/ray",
+        description="Where Ray Train writes a run's checkpoint (the model it returns): a "
+        "folder every Ray node and this service share, or a URI Ray understands (s3://...).",
+    )
+    ray_timeout_s: float = Field(
+        1800.0, gt=0, description="Longest a one-worker Ray fit may take before it is "
+        "cancelled and the run fails.",
+    )

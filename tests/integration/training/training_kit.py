@@ -155,3 +155,27 @@ async def wait_for(predicate: Callable[[], object], timeout_s: float, what: str)
             return value
         await asyncio.sleep(0.2)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+class FileHeldTrainer:
+    """The logistic trainer, held inside fit while `<folder>/hold` exists, with
+    `<folder>/inside` written when it enters: a run caught mid-training in another process.
+    Named in a spec as `training_kit:held_trainer` (FLYWHEEL_TEST_HOLD_DIR names the folder)."""
+
+    name = "training_kit:held_trainer"
+
+    def __init__(self, folder: str) -> None:
+        self._folder = Path(folder)
+        self._inner = make_trainer("logistic")
+        self.native_format = self._inner.native_format
+
+    def fit(self, data, parent=None):
+        (self._folder / "inside").touch()
+        deadline = time.monotonic() + 120
+        while (self._folder / "hold").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self._inner.fit(data, parent)
+
+
+def held_trainer(folder: str = "") -> FileHeldTrainer:
+    return FileHeldTrainer(folder)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from flywheel.common.errors import DecodeError
 from flywheel.common.kafka import headers as hdr
@@ -51,8 +51,17 @@ class ConsumerWorker(WorkerThread):
         dlq_timeout_s: float = 30.0,
         extra_config: dict[str, Any] | None = None,
         name: str = "consumer",
+        follow_all: bool = False,
+        start_offsets: Mapping[tuple[str, int], int] | None = None,
     ) -> None:
+        """`follow_all`: read every partition of `topics` from the beginning without
+        joining `group_id` and without committing (a feed every replica reads whole, such as
+        the compacted model-versions topic): the broker never creates the group, so a
+        replica that stops, however it stops, leaves none behind. `start_offsets`: where
+        to begin in a (topic, partition) instead of its beginning."""
         super().__init__(name)
+        self._follow_all = follow_all
+        self._start_offsets = dict(start_offsets or {})
         self._topics = {topic.name: topic for topic in topics}
         self._handler = handler
         self._dlq = dlq_producer
@@ -74,6 +83,8 @@ class ConsumerWorker(WorkerThread):
             **lag_reporting(group_id),
         }
         self._config.update(extra_config or {})
+        if follow_all:
+            self._config["enable.auto.commit"] = False
         self.processed = 0
         self.dead_lettered = 0
 
@@ -87,7 +98,10 @@ class ConsumerWorker(WorkerThread):
     def _run(self) -> None:
         consumer = Consumer(secured(self._config))
         try:
-            consumer.subscribe(list(self._topics), on_assign=self._on_assign)
+            if self._follow_all:
+                self._assign_all(consumer)
+            else:
+                consumer.subscribe(list(self._topics), on_assign=self._on_assign)
             while not self._stop.is_set():
                 messages = consumer.consume(self._max_batch, self._poll_timeout_s)
                 if messages:
@@ -99,11 +113,25 @@ class ConsumerWorker(WorkerThread):
             log.exception("consumer %s stopped on an error", self._name)
             raise
         finally:
-            try:
-                consumer.commit(asynchronous=False)
-            except Exception:  # noqa: BLE001 - nothing stored since the last commit
-                pass
+            if not self._follow_all:
+                try:
+                    consumer.commit(asynchronous=False)
+                except Exception:  # noqa: BLE001 - nothing stored since the last commit
+                    pass
             consumer.close()
+
+    def _assign_all(self, consumer: Consumer) -> None:
+        timeout = float(self._config["socket.timeout.ms"]) / 1000
+        partitions = []
+        for name in self._topics:
+            metadata = consumer.list_topics(name, timeout=timeout).topics[name]
+            if metadata.error is not None:
+                raise RuntimeError(f"topic {name}: {metadata.error}")
+            partitions += [TopicPartition(name, p, self._start_offsets.get((name, p),
+                                                                            OFFSET_BEGINNING))
+                           for p in metadata.partitions]
+        consumer.assign(partitions)
+        self.assigned.set()
 
     def _process(self, consumer: Consumer, messages: list[Message]) -> None:
         good: list[Record] = []
@@ -119,7 +147,8 @@ class ConsumerWorker(WorkerThread):
                 self._dead_letter(message, decode_error)
         if good:
             self._handle_with_policy(consumer, good)
-        self._store(consumer, messages)
+        if not self._follow_all:
+            self._store(consumer, messages)
 
     def _decode(self, message: Message) -> Record:
         headers = hdr.as_dict(message.headers())

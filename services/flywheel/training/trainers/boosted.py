@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from flywheel.common.spec import Task
 from flywheel.training.scoring import Scores
 from flywheel.training.trainers.base import (
     INPUT_NAME,
@@ -169,3 +170,102 @@ class XGBoostTrainer:
         raw = bytes(estimator.get_booster().save_raw("json"))
         return BoostedModel(estimator, data, "xgboost",
                             NativeState(XGBOOST_FORMAT, {"model.json": raw}))
+
+
+# -- the same trees trained as one booster across Ray Train workers (ray engine) ---------------
+
+def _lightgbm_params(task: Task, num_classes: int, p: dict[str, Any]) -> dict[str, Any]:
+    objective = {Task.BINARY_CLASSIFICATION: "binary",
+                 Task.MULTICLASS_CLASSIFICATION: "multiclass"}.get(task, "regression")
+    params = {"objective": objective, "learning_rate": p["learning_rate"],
+              "num_leaves": p["num_leaves"], "max_depth": p["max_depth"],
+              "min_data_in_leaf": p["min_child_samples"], "bagging_fraction": p["subsample"],
+              "bagging_freq": 1 if p["subsample"] < 1 else 0,
+              "feature_fraction": p["colsample_bytree"], "lambda_l2": p["reg_lambda"],
+              "seed": p["random_state"], "num_threads": 1, "verbose": -1}
+    if task is Task.MULTICLASS_CLASSIFICATION:
+        params["num_class"] = num_classes
+    return params
+
+
+def _xgboost_params(task: Task, num_classes: int, p: dict[str, Any]) -> dict[str, Any]:
+    objective = {Task.BINARY_CLASSIFICATION: "binary:logistic",
+                 Task.MULTICLASS_CLASSIFICATION: "multi:softprob"}.get(task, "reg:squarederror")
+    params = {"objective": objective, "eta": p["learning_rate"], "max_depth": p["max_depth"],
+              "min_child_weight": p["min_child_weight"], "subsample": p["subsample"],
+              "colsample_bytree": p["colsample_bytree"], "lambda": p["reg_lambda"],
+              "seed": p["random_state"], "tree_method": "hist", "nthread": 1}
+    if task is Task.MULTICLASS_CLASSIFICATION:
+        params["num_class"] = num_classes
+    return params
+
+
+def train_booster(kind: str, task: Task, num_classes: int, params: dict[str, Any],
+                  X: np.ndarray, y: np.ndarray, parent: bytes | None,
+                  network: dict[str, Any]) -> bytes:
+    """One worker's part of a collective fit (`network`: LightGBM's machines; XGBoost's
+    collective is set up by its Ray trainer around the call); returns the native model."""
+    rounds = params["fine_tune_estimators"] if parent else params["n_estimators"]
+    if kind == "lightgbm":
+        lgb = _import("lightgbm")
+        settings = _lightgbm_params(task, num_classes, params)
+        if network:
+            settings.update(network, tree_learner="data_parallel", pre_partition=True)
+        init = lgb.Booster(model_str=parent.decode()) if parent else None
+        booster = lgb.train(settings, lgb.Dataset(X, y), num_boost_round=rounds,
+                            init_model=init, keep_training_booster=True)
+        return booster.model_to_string().encode()
+    xgb = _import("xgboost")
+    init = None
+    if parent:
+        init = xgb.Booster()
+        init.load_model(bytearray(parent))
+    booster = xgb.train(_xgboost_params(task, num_classes, params), xgb.DMatrix(X, label=y),
+                        num_boost_round=rounds, xgb_model=init)
+    return bytes(booster.save_raw("json"))
+
+
+class LightGBMBoosterModel:
+    """A LightGBM booster trained outside the scikit-learn wrapper (by Ray Train)."""
+
+    def __init__(self, booster: Any, data: TrainingData, state: NativeState) -> None:
+        self.booster = booster
+        self._task = data.task
+        self._n_features = data.n_features
+        self._state = state
+
+    def predict(self, X: np.ndarray) -> Scores:
+        raw = np.asarray(self.booster.predict(to_float32_grid(X)), dtype=np.float64)
+        if not self._task.is_classification:
+            return Scores(raw, None)
+        probabilities = raw if raw.ndim == 2 else np.column_stack([1 - raw, raw])
+        return Scores(probabilities.argmax(axis=1), probabilities)
+
+    def to_onnx(self) -> bytes:
+        onnxmltools = _import("onnxmltools")
+        from onnxmltools.convert.common.data_types import FloatTensorType
+
+        model = onnxmltools.convert_lightgbm(
+            self.booster, initial_types=[(INPUT_NAME, FloatTensorType([None, self._n_features]))],
+            target_opset=ONNX_OPSET, zipmap=False)
+        return _batch_dimension_free(model)
+
+    def native_state(self) -> NativeState:
+        return self._state
+
+
+def booster_model(kind: str, native: bytes, data: TrainingData) -> Any:
+    """The model the controller gates, from a booster's native text (LightGBM model text,
+    XGBoost JSON); `data` gives the task and the feature count (its rows are not used)."""
+    if kind == "lightgbm":
+        lgb = _import("lightgbm")
+        text = snap_thresholds(native.decode())
+        return LightGBMBoosterModel(lgb.Booster(model_str=text), data,
+                                    NativeState(LIGHTGBM_FORMAT, {"model.txt": text.encode()}))
+    xgb = _import("xgboost")
+    estimator = (xgb.XGBClassifier if data.task.is_classification else xgb.XGBRegressor)()
+    estimator.load_model(bytearray(native))
+    # The converter reads the class count as trees / n_estimators (see XGBoostTrainer).
+    estimator.set_params(n_estimators=estimator.get_booster().num_boosted_rounds())
+    return BoostedModel(estimator, data, "xgboost", NativeState(XGBOOST_FORMAT,
+                                                                {"model.json": native}))
