@@ -17,6 +17,7 @@ from flywheel.common.grpc.server import GrpcServer
 from flywheel.common.kafka.admin import ensure_topics
 from flywheel.common.kafka.consumer import ConsumerWorker
 from flywheel.common.kafka.producer import Producer
+from flywheel.common.kafka.security import secured
 from flywheel.common.kafka.topics import Topics
 from flywheel.common.metrics import start_metrics_server
 from flywheel.common.settings import CommonSettings
@@ -142,9 +143,9 @@ class FeaturesApp:
         """The materializer group's committed offsets of the events topic (none: from the
         beginning), without joining the group."""
         name = self.topics.events.name
-        reader = Consumer({"bootstrap.servers": self.common.kafka_bootstrap,
-                           "group.id": self.common.group_id("flywheel-features"),
-                           "enable.auto.commit": False})
+        reader = Consumer(secured({"bootstrap.servers": self.common.kafka_bootstrap,
+                                   "group.id": self.common.group_id("flywheel-features"),
+                                   "enable.auto.commit": False}))
         try:
             timeout = self.common.kafka_timeout_s
             partitions = reader.list_topics(name, timeout=timeout).topics[name].partitions
