@@ -5,8 +5,9 @@
     .venv/bin/python scripts/gen_config_reference.py --check   # exit 1 when README is stale
 
 The section lies between the two marker comments in README.md. Every row comes from a field
-(its name, default and description) of ``CommonSettings``, ``ServiceSettings`` or a service's
-own settings class, so the documentation cannot drift from the code unnoticed.
+(its name, default and description) of ``CommonSettings``, ``InfraEnvironment``,
+``ServiceSettings`` or a service's own settings class, so the documentation cannot drift
+from the code unnoticed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydantic import SecretStr
 from pydantic_core import PydanticUndefined
 
 from flywheel.common.settings import CommonSettings, GrpcSecuritySettings, ServiceSettings
+from flywheel.infra.settings import InfraEnvironment
 from flywheel.mesh.services import SERVICES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,8 +37,6 @@ PROCESS_VARIABLES = [
      "Folder of everything local: mesh state and logs, the local Kafka and Redis, the "
      "registry, feature snapshots, training data, demo output. Every command finds the "
      "running mesh through it (see \"Where commands find the mesh\")."),
-    ("FLYWHEEL_KAFKA_JARS_DIR", "~/.cache/flywheel/kafka-<version>/lib",
-     "Cache of the Kafka broker jars fetched by `flywheel infra fetch`."),
     ("FLYWHEEL_DEBUG", "unset", "Set to 1: the CLI shows tracebacks instead of one-line errors."),
 ]
 
@@ -95,6 +95,9 @@ def reference() -> str:
     lines = ["### Every service and command (`CommonSettings`)", "", *header]
     lines += rows("FLYWHEEL_", CommonSettings.model_fields, skip={"grpc_security"})
     lines += [f"| `{name}` | `{default}` | {text} |" for name, default, text in PROCESS_VARIABLES]
+    lines += ["", "### The local Kafka and Redis (`flywheel infra`, `InfraEnvironment`)", "",
+              *header]
+    lines += rows("FLYWHEEL_", InfraEnvironment.model_fields)
     lines += ["", "### gRPC security of every server and client (`GrpcSecuritySettings`)", "",
               "All unset: plain text and no tokens. See \"Security\".", "", *header]
     lines += rows("FLYWHEEL_GRPC_", GrpcSecuritySettings.model_fields)

@@ -116,6 +116,16 @@ def test_default_settings_use_the_working_directory_and_cache(tmp_path):
     assert settings.state_file == settings.root / "state.json"
 
 
+def test_empty_variables_are_unset_and_the_process_environment_is_left_out(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_REDIS_URL", "redis://process:6379/0")
+    env = {"FLYWHEEL_HOME": str(tmp_path), "FLYWHEEL_KAFKA_BOOTSTRAP": "",
+           "FLYWHEEL_KAFKA_JARS_DIR": "", "XDG_CACHE_HOME": str(tmp_path / "c")}
+    settings = InfraSettings.from_env(env)
+    assert settings.external_kafka_bootstrap is None and settings.external_redis_url is None
+    assert settings.jars_dir.is_relative_to(tmp_path / "c")
+    assert InfraSettings.from_env().external_redis_url == "redis://process:6379/0"
+
+
 def test_kafka_version_comes_from_the_jar_name(tmp_path):
     (tmp_path / "kafka_2.13-4.1.1.jar").touch()
     (tmp_path / "kafka-clients-4.1.1.jar").touch()

@@ -76,45 +76,28 @@ def read_rollbacks(bootstrap: str, namespace: str, model: str, since_ms: int,
     as {"at_ms", "from", "to", "reason"}. Read from the announcements, not guessed from the
     versions that answered: around a swap, requests already in flight are still answered by
     the old version, which is no rollback. Blocking; run it in a thread."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    from flywheel.v1 import events_pb2
+    from flywheel.demo.announcements import (
+        ROLLED_BACK,
+        Timeline,
+        announcements_consumer,
+        assign_since,
+    )
 
     topic = Topics(namespace).model_versions
-    consumer = Consumer(secured({
-        "bootstrap.servers": bootstrap,
-        "group.id": f"flywheel-demo-announcements-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False,
-        "socket.timeout.ms": 10000,
-    }))
-    found: list[dict[str, int | str]] = []
+    consumer = announcements_consumer(bootstrap, "announcements")
+    timeline = Timeline(model)
     try:
-        metadata = consumer.list_topics(topic.name, timeout=timeout_s)
-        partitions = sorted(metadata.topics[topic.name].partitions)
-        starts = consumer.offsets_for_times(
-            [TopicPartition(topic.name, p, since_ms) for p in partitions], timeout=timeout_s)
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic.name, p),
-                                                  timeout=timeout_s)[1] for p in partitions}
-        wanted = [tp for tp in starts if tp.offset >= 0 and tp.offset < ends[tp.partition]]
-        consumer.assign(wanted)
-        remaining = {tp.partition for tp in wanted}
+        ends = assign_since(consumer, topic.name, since_ms, timeout_s)
+        remaining = set(ends)
         deadline = time.monotonic() + timeout_s
         while remaining and time.monotonic() < deadline:
             for message in consumer.consume(num_messages=500, timeout=0.5):
-                if message.error() is not None:
-                    continue
+                if message.error() is not None or message.partition() not in ends:
+                    continue  # a partition with nothing since since_ms, read from its end
                 if message.offset() >= ends[message.partition()] - 1:
                     remaining.discard(message.partition())
-                record = topic.decode(message.value())
-                if (record.model_version.model_name != model
-                        or record.change != events_pb2.MODEL_VERSION_CHANGE_ROLLED_BACK):
-                    continue
-                change = next((c for c in record.alias_changes if c.alias == "champion"), None)
-                found.append({
-                    "at_ms": message.timestamp()[1],
-                    "from": change.previous_version if change else 0,
-                    "to": record.model_version.version, "reason": record.reason,
-                })
+                timeline.feed(topic.decode(message.value()), message.timestamp()[1])
     finally:
         consumer.close()
-    return sorted(found, key=lambda r: r["at_ms"])
+    return [{"at_ms": e.at_ms, "from": e.previous, "to": e.version, "reason": e.reason}
+            for e in sorted(timeline.events, key=lambda e: e.at_ms) if e.kind == ROLLED_BACK]

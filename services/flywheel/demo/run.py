@@ -25,6 +25,7 @@ from confluent_kafka import KafkaException
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from flywheel.demo import analysis
+from flywheel.demo.announcements import REFUSAL_GRACE_S, REFUSED, LiveAnnouncements
 from flywheel.demo.audit import chunks, read_labeled, read_rollbacks
 from flywheel.demo.clients import MeshClients, MeshEndpoints, describe_rpc_error
 from flywheel.demo.labels import LabelQueue
@@ -114,6 +115,8 @@ class DemoRun:
         self.predicting = True
         self._start = 0.0
         self._stop_audit = threading.Event()
+        self._started_ms = 0
+        self._live: LiveAnnouncements | None = None
 
     def _elapsed(self) -> float:
         return time.monotonic() - self._start
@@ -128,14 +131,18 @@ class DemoRun:
                                                             security=self.endpoints.security))
         finally:
             self._stop_audit.set()
+            if self._live is not None:
+                self._live.stop()
             self.progress.close()
 
     async def _run(self) -> dict[str, Any]:
         async with MeshClients(self.endpoints) as clients:
             seed_version, seed_accuracy = await self._cold_start(clients)
-            started_ms = int(time.time() * 1000)
+            started_ms = self._started_ms = int(time.time() * 1000)
             self._start = time.monotonic()
             self._version = seed_version
+            self._live = LiveAnnouncements(self.endpoints.kafka_bootstrap,
+                                           self.endpoints.namespace, MODEL, started_ms).start()
             await run_stages(self, lambda: self._produce(clients), lambda: self._apply(clients),
                              lambda: self._feed_back(clients), self._show_progress,
                              self.progress.close)
@@ -315,8 +322,13 @@ class DemoRun:
             self.tally.labels_accepted = len(self._feedback_accepted)
             await asyncio.sleep(TICK_S)
 
+    def _note_announcements(self, now_ms: int | None = None) -> None:
+        for event in self._live.drain(now_ms) if self._live is not None else []:
+            self.progress.note(event.describe(self._started_ms, MODEL))
+
     async def _show_progress(self) -> None:
         while True:
+            self._note_announcements()
             now = self._elapsed()
             while self._recent and self._recent[0].t < now - ROLLING_S:
                 self._recent.popleft()
@@ -349,6 +361,10 @@ class DemoRun:
         recovery = analysis.recovery(scored, cfg.drift_at_s, end, window_s=ROLLING_S)
         changes = analysis.version_changes(scored)
         promoted_after_drift = [v for t, v in changes if t >= cfg.drift_at_s]
+        # Whatever registration is still waiting counts, if the outcomes call it refused.
+        self._note_announcements(int(time.time() * 1000) + int(REFUSAL_GRACE_S * 1000))
+        refusals = [(t, v) for t, v in self._live.timeline.times(REFUSED, self._started_ms)
+                    if v in versions["refused"]] if self._live is not None else []
         title = (f"Flywheel Mesh drift demo (seed {cfg.seed}, {cfg.rate:.0f} customers/s): "
                  f"recovered in {recovery.seconds_to_recover}s" if recovery.recovered
                  else f"Flywheel Mesh drift demo (seed {cfg.seed}): not recovered")
@@ -356,6 +372,7 @@ class DemoRun:
             self.out_dir / "accuracy.png",
             analysis.rolling(scored, ROLLING_S, 0.5, end),
             cfg.drift_at_s, changes, recovery.target, title,
+            refusals=refusals, rollbacks=[(r["t"], r["to"]) for r in versions["rollbacks"]],
         )
         lost_labels = labels.missing
         lost = len(lost_events) + len(lost_labels)

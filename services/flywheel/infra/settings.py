@@ -1,6 +1,8 @@
 """Where the local infrastructure keeps its files, and which programs it runs.
 
-Read once from the environment (``InfraSettings.from_env``), frozen, passed down.
+Read once from the environment (``InfraSettings.from_env``: the ``FLYWHEEL_*`` variables of
+``InfraEnvironment`` through pydantic-settings, resolved against the home folder), frozen,
+passed down.
 """
 
 from __future__ import annotations
@@ -11,10 +13,31 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flywheel.common.environ import read_settings
 from flywheel.infra.home import home_dir
 
 #: The pom whose dependency copy fetches the broker jars: services/../deploy/kafka/pom.xml.
 SOURCE_POM = Path(__file__).resolve().parents[3] / "deploy" / "kafka" / "pom.xml"
+
+
+class InfraEnvironment(BaseSettings):
+    """The ``FLYWHEEL_*`` variables the local infrastructure reads (an empty one is unset)."""
+
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_", frozen=True, extra="ignore",
+                                      env_ignore_empty=True)
+
+    kafka_jars_dir: Path | None = Field(
+        None, description="Cache of the Kafka broker jars fetched by `flywheel infra fetch` "
+        "(unset: `$XDG_CACHE_HOME` or `~/.cache`, then `flywheel/kafka-<version>/lib`).")
+    kafka_bootstrap: str | None = Field(
+        None, description="Set: `flywheel infra up` starts no broker and reports this one "
+        "with source `external`.")
+    redis_url: str | None = Field(
+        None, description="Set: `flywheel infra up` starts no Redis and reports this one with "
+        "source `external`.")
 
 
 @dataclass(frozen=True)
@@ -56,21 +79,23 @@ class InfraSettings:
     def from_env(
         cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None, **overrides
     ) -> InfraSettings:
-        """Settings from ``FLYWHEEL_*`` variables; keyword ``overrides`` win over them."""
+        """Settings from ``FLYWHEEL_*`` variables (``InfraEnvironment``), ``FLYWHEEL_HOME``,
+        ``JAVA_HOME`` and ``XDG_CACHE_HOME``; keyword ``overrides`` win over them."""
         env = os.environ if environ is None else environ
+        given = read_settings(InfraEnvironment, env)
         home = home_dir(env, cwd)
         pom = Path(overrides.pop("pom", SOURCE_POM))
-        jars = env.get("FLYWHEEL_KAFKA_JARS_DIR")
+        jars = given.kafka_jars_dir
         java_home = env.get("JAVA_HOME")
         java = "java"
         if java_home and (Path(java_home) / "bin" / "java").is_file():
             java = str(Path(java_home) / "bin" / "java")
         settings = cls(
             root=home / "infra",
-            jars_dir=Path(jars).expanduser().resolve() if jars else default_jars_dir(pom, env),
+            jars_dir=jars.expanduser().resolve() if jars else default_jars_dir(pom, env),
             pom=pom,
-            external_kafka_bootstrap=env.get("FLYWHEEL_KAFKA_BOOTSTRAP") or None,
-            external_redis_url=env.get("FLYWHEEL_REDIS_URL") or None,
+            external_kafka_bootstrap=given.kafka_bootstrap,
+            external_redis_url=given.redis_url,
             java=java,
             tls_dir=home / "tls",
         )

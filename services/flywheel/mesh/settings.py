@@ -1,4 +1,8 @@
-"""What the supervisor needs to know, read once from the environment and frozen."""
+"""What the supervisor needs to know, read once from the environment and frozen.
+
+The variables are read through pydantic-settings: ``CommonSettings`` (namespace, spec,
+registry) and each service's ``ServicePorts`` under its own prefix; ``MeshSettings.from_env``
+resolves them against the home folder and the working directory."""
 
 from __future__ import annotations
 
@@ -8,10 +12,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flywheel.common.environ import read_settings
 from flywheel.common.settings import CommonSettings
 from flywheel.infra.home import home_dir
 from flywheel.mesh.backoff import BackoffPolicy
 from flywheel.mesh.services import SERVICES
+
+
+class ServicePorts(BaseSettings):
+    """``FLYWHEEL_<SERVICE>_GRPC_PORT`` / ``_METRICS_PORT`` (read with the service's prefix);
+    unset, empty or 0: the service's default, or a free port."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", env_ignore_empty=True)
+
+    grpc_port: int | None = Field(None, ge=0, le=65535)
+    metrics_port: int | None = Field(None, ge=0, le=65535)
 
 
 @dataclass(frozen=True)
@@ -65,20 +83,19 @@ class MeshSettings:
         directory is resolved against ``cwd`` so every service sees the same one."""
         env = dict(os.environ if environ is None else environ)
         base = cwd or Path.cwd()
-        given = {f: env[f"FLYWHEEL_{f.upper()}"] for f in ("namespace", "spec_path")
-                 if f"FLYWHEEL_{f.upper()}" in env}
-        if namespace is not None:
-            given["namespace"] = namespace
-        common = CommonSettings(**given)  # validates them as every service will
+        named = env if namespace is None else {**env, "FLYWHEEL_NAMESPACE": namespace}
+        common = read_settings(CommonSettings, named)  # validated as every service will
         home = home_dir(env, base)
-        registry = env.get("FLYWHEEL_REGISTRY_URI") or str(home / "registry")
+        # Unset or empty: the home's registry (CommonSettings' own default is for services).
+        given_registry = "registry_uri" in common.model_fields_set and common.registry_uri
+        registry = common.registry_uri if given_registry else str(home / "registry")
         if "://" not in registry:
             registry = str((base / registry).resolve())
         spec = common.spec_path if common.spec_path.is_absolute() else base / common.spec_path
         ports = {}
         for service in SERVICES:
-            grpc_port = _port(env, service.grpc_port_env)
-            metrics_port = _port(env, service.metrics_port_env)
+            given = read_settings(ServicePorts, env, env_prefix=service.env_prefix)
+            grpc_port, metrics_port = given.grpc_port or None, given.metrics_port or None
             if not free_ports:
                 grpc_port = grpc_port or service.grpc_port
                 metrics_port = metrics_port or service.metrics_port
@@ -93,13 +110,3 @@ class MeshSettings:
             **overrides,
         )
 
-
-def _port(env: Mapping[str, str], name: str) -> int | None:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        port = int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a port number") from None
-    return port or None

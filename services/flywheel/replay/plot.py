@@ -1,5 +1,6 @@
 """The replay's picture: the metric per window of rows, the flywheel's against the static
-starting champion's, with the drifts and every version change."""
+starting champion's, with the drifts, every version change, the candidates refused and
+the champions rolled back."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flywheel.demo.plot import mark_refusals_and_rollbacks
+
 
 def replay_plot(path: Path, figures: dict[str, Any], changes: Sequence[tuple[int, int]],
-                title: str) -> Path:
+                title: str, refusals: Sequence[tuple[int, int]] = (),
+                rollbacks: Sequence[tuple[int, int]] = ()) -> Path:
     """Writes a PNG to ``path`` (parents created) and returns it. ``figures``: what
-    ``prequential.summary`` returns."""
+    ``prequential.summary`` returns; ``refusals`` and ``rollbacks``: (row reached, version)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,6 +40,7 @@ def replay_plot(path: Path, figures: dict[str, Any], changes: Sequence[tuple[int
             axes.annotate(f"v{version}", (row, 1.0), xycoords=("data", "axes fraction"),
                           xytext=(3, -12), textcoords="offset points", color="#2ca02c",
                           fontsize=9)
+        mark_refusals_and_rollbacks(axes, refusals, rollbacks)
         axes.set_xlabel("rows of the history (file order)")
         axes.set_ylabel(f"prequential {metric}")
         axes.set_title(title, fontsize=10)

@@ -28,6 +28,7 @@ import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from flywheel.common.spec import Dtype
+from flywheel.demo.announcements import REFUSAL_GRACE_S, REFUSED, ROLLED_BACK, LiveAnnouncements
 from flywheel.demo.audit import read_rollbacks
 from flywheel.demo.clients import MeshClients, MeshEndpoints, describe_rpc_error
 from flywheel.demo.labels import LabelQueue
@@ -152,6 +153,9 @@ class ReplayRun:
         self.predicting = True
         self._version = 0
         self._start = 0.0
+        self._started_ms = 0
+        self._live: LiveAnnouncements | None = None
+        self._marks: dict[str, list[tuple[int, int]]] = {REFUSED: [], ROLLED_BACK: []}
 
     def _elapsed(self) -> float:
         return time.monotonic() - self._start
@@ -165,6 +169,8 @@ class ReplayRun:
             return await until_mesh_gone(self._run(), MeshWatcher(self.endpoints.grpc,
                                                             security=self.endpoints.security))
         finally:
+            if self._live is not None:
+                self._live.stop()
             self.progress.close()
 
     async def _run(self) -> dict[str, Any]:
@@ -174,9 +180,11 @@ class ReplayRun:
             static = await self._starting_champion(clients)
             static_predicted = await asyncio.to_thread(
                 static.score, self.history.features, len(self.history))
-            started_ms = int(time.time() * 1000)
+            started_ms = self._started_ms = int(time.time() * 1000)
             self._start = time.monotonic()
             self._version = static.version
+            self._live = LiveAnnouncements(self.endpoints.kafka_bootstrap, self.endpoints.namespace,
+                                           self.target.model, started_ms).start()
             await run_stages(self, lambda: self._produce(clients), lambda: self._apply(clients),
                              lambda: self._feed_back(clients), self._show_progress,
                              self.progress.close)
@@ -437,10 +445,18 @@ class ReplayRun:
             self.tally.labels_refused += len(sent.refused)
             await asyncio.sleep(TICK_S)
 
+    def _note_announcements(self, now_ms: int | None = None) -> None:
+        """Refusals and rollbacks as they are announced, marked at the row the replay had
+        reached (the plot's axis is rows, not seconds)."""
+        for event in self._live.drain(now_ms) if self._live is not None else []:
+            self._marks[event.kind].append((self._next_row, event.version))
+            self.progress.note(event.describe(self._started_ms, self.target.model))
+
     async def _show_progress(self) -> None:
         rows, window = len(self.history), self.config.window
         metric = prequential.Metric.for_task(self.target.classification)
         while True:
+            self._note_announcements()
             done = np.flatnonzero(~np.isnan(self._predicted))
             recent = done[-window:]
             if len(recent):
@@ -474,9 +490,12 @@ class ReplayRun:
         figures = prequential.summary(metric, outcomes, cfg.window, self.history.drift_rows,
                                       cfg.recovery_tolerance)
         changes = prequential.version_changes(self._versions)
+        self._note_announcements(int(time.time() * 1000) + int(REFUSAL_GRACE_S * 1000))
         plot = replay_plot(self.out_dir / "prequential.png", figures, changes,
                            f"flywheel replay of {Path(self.source).name} ({target.model}, "
-                           f"trainer {target.trainer}, {target.mode})")
+                           f"trainer {target.trainer}, {target.mode})",
+                           refusals=[m for m in self._marks[REFUSED] if m[1] in versions["refused"]],
+                           rollbacks=self._marks[ROLLED_BACK])
         report = {
             "model": target.model,
             "data": self.source,

@@ -69,3 +69,25 @@ def test_state_round_trip_and_corrupt_file(tmp_path):
     Path(path).write_text("{not json")
     with pytest.raises(ValueError):
         mesh_state.load(path)
+
+
+def test_ports_are_read_like_every_setting_empty_or_zero_is_unset_and_bounds_are_named(tmp_path):
+    env = {"FLYWHEEL_INGEST_GRPC_PORT": "", "flywheel_training_metrics_port": "9999",
+           "FLYWHEEL_FEATURES_GRPC_PORT": "0"}
+    settings = MeshSettings.from_env(env, cwd=tmp_path)
+    assert settings.ports["ingest"] == (50051, 9201)
+    assert settings.ports["training"][1] == 9999
+    assert settings.ports["features"][0] == 50052
+    with pytest.raises(ValueError, match="FLYWHEEL_INGEST_METRICS_PORT='70000'"):
+        MeshSettings.from_env({"FLYWHEEL_INGEST_METRICS_PORT": "70000"}, cwd=tmp_path)
+    with pytest.raises(ValueError, match="FLYWHEEL_NAMESPACE"):
+        MeshSettings.from_env({"FLYWHEEL_NAMESPACE": "not one"}, cwd=tmp_path)
+
+
+def test_the_given_environment_alone_is_read_not_the_process_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_INGEST_GRPC_PORT", "7001")
+    monkeypatch.setenv("FLYWHEEL_REGISTRY_URI", "elsewhere")
+    settings = MeshSettings.from_env({"FLYWHEEL_REGISTRY_URI": ""}, cwd=tmp_path)
+    assert settings.ports["ingest"][0] == 50051
+    assert settings.registry_uri == str(settings.home / "registry")
+    assert MeshSettings.from_env(cwd=tmp_path).ports["ingest"][0] == 7001
