@@ -1,19 +1,25 @@
 """`flywheel bench train`: examples per second and peak memory of a training run, by window
-size, the `local` engine against the `ray` engine in the same run.
+size, the `local` engine against the `ray` engine in the same run, and both against the
+trainer alone.
 
 Set-up (not timed): for each size, labeled examples written as Parquet segments the way the
 training service writes them (one topic partition, 100k rows a segment). Measured: one
-child process per engine and size runs what a training run does up to the candidate: load
-the segments, build the window, fit (LightGBM by default) through the engine. Its wall time
-gives examples per second; its peak resident memory (the kernel's ru_maxrss of the child)
-is the controller's memory. On the ray engine the workers' memory is the cluster's, not the
-controller's; the cluster is one this bench starts on this machine (`ray start --head`), or
-`--ray-address`.
+child process per engine and size runs what a training run does up to the candidate:
+catalog the segments, find and stream the window, fit (LightGBM by default) through the
+engine. Its wall time gives examples per second; its peak resident memory (the kernel's
+ru_maxrss of the child) is the controller's memory. On the ray engine the workers' memory
+is the cluster's, not the controller's; the cluster is one this bench starts on this machine
+(`ray start --head`), or `--ray-address`.
 
-Headline ratios: ray's examples per second against local's at each size both finished, and
-the local engine's peak memory at the largest size against the smallest (how it grows with
-the window; `better: lower`). A size the local engine refuses (its memory admission) is
-reported as refused, with the message.
+The baseline of memory, `trainer`: a child that writes the same training rows straight to a
+spill file and fits the trainer on them, with no dataset around it: what the trainer itself
+needs (for LightGBM, its binned copy of the rows, labels, gradients and scores).
+
+Headline ratios: ray's examples per second against local's at each size both finished; the
+local engine's peak memory at the largest size against the smallest; and the local engine's
+memory *above the trainer alone* at the largest size against the smallest (what the dataset
+adds as the window grows; `better: lower`). A size the local engine refuses (its memory
+admission) is reported as refused, with the message.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -50,7 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default="100000,1000000,5000000",
                         help="window sizes in labeled examples (default 100000,1000000,5000000)")
     parser.add_argument("--features", type=int, default=16, help="features per example")
-    parser.add_argument("--engines", default="local,ray", help="engines to measure")
+    parser.add_argument("--engines", default="trainer,local,ray",
+                        help="what to measure: trainer (the trainer alone on the same rows, "
+                        "the baseline of memory), local, ray")
     parser.add_argument("--trainer", default="lightgbm", help="the spec's training.trainer")
     parser.add_argument("--ray-address", default="",
                         help="a running Ray cluster (default: one started for the bench)")
@@ -94,7 +103,10 @@ def _write_segments(folder: Path, rows: int, n_features: int) -> None:
 
 
 def child(data_dir: str, spec_path: str, engine: str, ray_address: str) -> None:
-    """One measured run (in its own process): segments -> window -> fit."""
+    """One measured run (in its own process): segments -> catalog -> window -> fit; or, for
+    `trainer`, the trainer alone on the same rows read from a spill file (no dataset)."""
+    import numpy as np
+
     from flywheel.common.spec import load_spec
     from flywheel.training.dataset import Dataset
     from flywheel.training.engines import LocalEngine
@@ -102,30 +114,68 @@ def child(data_dir: str, spec_path: str, engine: str, ray_address: str) -> None:
 
     spec = load_spec(Path(spec_path))
     model = spec.models[0]
+    trainer = trainer_for(model)
+    streams = getattr(trainer, "streams", False)
     started = time.perf_counter()
     out: dict[str, Any] = {}
     try:
-        if engine == "ray":
-            from flywheel.training.ray_engine import RayEngine
-
-            runner_engine: Any = RayEngine(ray_address, 2, str(Path(data_dir) / "ray"), 3600)
+        if engine == "trainer":
+            X, y = _spilled_rows(Path(data_dir), model)
+            fit_started = time.perf_counter()
+            trainer.fit(TrainingData(X if streams else np.asarray(X), y, model.task,
+                                     tuple(model.features)), None)
+            out.update(examples=len(y), fit_seconds=time.perf_counter() - fit_started)
         else:
-            runner_engine = LocalEngine()
-        dataset = Dataset(Path(data_dir), spec.models)
-        runner_engine.admit(model.training.window, len(model.features))
-        dataset.load()
-        window = dataset.window(model.name, model.training.window,
-                                model.training.holdout_fraction)
-        data = TrainingData(window.X_train, window.y_train, model.task, tuple(model.features),
-                            {}, model.num_classes)
-        plan = dataset.plan(model, window)
-        fit_started = time.perf_counter()
-        runner_engine.fit(trainer_for(model), data, None, plan)
-        out.update(examples=len(window.y_train), fit_seconds=time.perf_counter() - fit_started)
+            if engine == "ray":
+                from flywheel.training.ray_engine import RayEngine
+
+                runner_engine: Any = RayEngine(ray_address, 2, str(Path(data_dir) / "ray"), 3600)
+            else:
+                runner_engine = LocalEngine()
+            dataset = Dataset(Path(data_dir), spec.models)
+            runner_engine.admit(model.training.window, len(model.features), streams)
+            dataset.load()
+            window = dataset.window(model.name, model.training.window,
+                                    model.training.holdout_fraction)
+            try:
+                X = window.X_train if streams else np.asarray(window.X_train)
+                data = TrainingData(X, window.y_train, model.task, tuple(model.features),
+                                    {}, model.num_classes)
+                plan = dataset.plan(model, window)
+                fit_started = time.perf_counter()
+                runner_engine.fit(trainer, data, None, plan)
+            finally:
+                window.close()
+            out.update(examples=len(window.y_train),
+                       fit_seconds=time.perf_counter() - fit_started)
     except Exception as error:  # noqa: BLE001 - reported as the run's outcome
         out["refused"] = str(error)
     out["seconds"] = time.perf_counter() - started
     print(json.dumps(out), flush=True)
+
+
+def _spilled_rows(data_dir: Path, model: Any) -> tuple[Any, Any]:
+    """The window's training rows written straight to a spill file, a segment at a time:
+    what the trainer reads, without the dataset around it."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from flywheel.training.spill import RowSpiller
+
+    spiller = RowSpiller(data_dir / "trainer-spill", len(model.features))
+    labels = []
+    files = sorted((data_dir / "segments").rglob("*.parquet"))
+    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    train_rows = total - math.ceil(total * model.training.holdout_fraction)
+    for path in files:
+        for batch in pq.ParquetFile(path).iter_batches(columns=["features", "label"]):
+            take = min(batch.num_rows, train_rows - spiller.rows)
+            if take <= 0:
+                break
+            flat = batch.column("features").flatten().to_numpy()
+            spiller.write(flat.reshape(batch.num_rows, -1)[:take])
+            labels.append(batch.column("label").to_numpy()[:take])
+    return spiller.finish(), np.concatenate(labels)
 
 
 def _measure(data_dir: Path, spec_path: Path, engine: str, ray_address: str,
@@ -218,11 +268,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results.append(result("train", f"examples/s at {size} (ray vs local)",
                                   ray["examples_per_s"], local["examples_per_s"], "local engine",
                                   1.0, "higher"))
-    local_peaks = [(r["size"], r["peak_mib"]) for r in rows
-                   if r["engine"] == "local" and r.get("examples") and "peak_mib" in r]
-    if len(local_peaks) >= 2:
-        (small, small_mib), (large, large_mib) = local_peaks[0], local_peaks[-1]
-        results.append(result("train", f"local peak MiB at {large} vs {small}", large_mib,
-                              small_mib, f"local engine at {small}", 1.5, "lower"))
+    done = [s for s in sizes if by.get(("local", s), {}).get("examples")]
+    if len(done) >= 2:
+        small, large = done[0], done[-1]
+        results.append(result("train", f"local peak MiB at {large} vs {small}",
+                              by[("local", large)]["peak_mib"], by[("local", small)]["peak_mib"],
+                              f"local engine at {small}", 1.5, "lower"))
+    # The curve that matters: the local engine's memory above what the trainer itself
+    # takes on the same rows (measured alone), from the smallest window to the largest.
+    for size in sizes:
+        local, alone = by.get(("local", size), {}), by.get(("trainer", size), {})
+        if local.get("examples") and alone.get("examples"):
+            local["above_trainer_mib"] = local["peak_mib"] - alone["peak_mib"]
+    above = [s for s in sizes if "above_trainer_mib" in by.get(("local", s), {})]
+    if len(above) >= 2:
+        small, large = above[0], above[-1]
+        results.append(result(
+            "train", f"local MiB above the trainer alone, {large} vs {small}",
+            max(by[("local", large)]["above_trainer_mib"], 1.0),
+            max(by[("local", small)]["above_trainer_mib"], 1.0),
+            f"the same at {small}", 2.0, "lower"))
     return combined("train", results, runs=rows, machine=machine(), trainer=args.trainer,
                     features=args.features)

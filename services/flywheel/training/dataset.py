@@ -1,4 +1,5 @@
-"""Labeled examples on disk (Parquet segments) and in memory (one table per model).
+"""Labeled examples on disk (Parquet segments), a catalog of them in memory, and windows
+streamed from them.
 
 A segment holds records of one topic partition, named by its first and last offset:
 
@@ -6,12 +7,25 @@ A segment holds records of one topic partition, named by its first and last offs
 
 written to a temporary file, fsynced, renamed. The consumer stores its offsets only after
 the segment is on disk, so a crash re-delivers at most what was not written; a re-delivered
-record lands in a segment again and is dropped on load by (partition, offset).
+record lands in a segment again, and each partition's offsets are read from one file only
+(a file's part already covered by an earlier file is left out: its *effective* range).
+
+Memory does not grow with the data. What the service keeps per model is
+
+- a catalog: one entry per segment file (its effective offsets, how many of the model's rows
+  it holds, their time span, which versions and roles they carry), and
+- a tail: the most recent `tail_rows` of the model's rows with their features, which the
+  live metric, the live gate and drift detection ask for every few seconds.
+
+Older rows are read back from the segments when asked for, a batch at a time.
 
 A training window is the most recent N examples of a model (shadow predictions excluded:
-they repeat the champion's rows). Its lineage is one offset range per partition, and the
-window is defined as *every* non-shadow example of the model inside those ranges, so the
-ranges alone reproduce it exactly.
+they repeat the champion's rows), by (timestamp, partition, offset). Its lineage is one
+offset range per partition, and the window is *every* such example of the model inside those
+ranges, so the ranges alone reproduce it exactly. The newest `holdout_fraction` of it is the
+holdout. A window is found from the catalog (a search over timestamps that reads only the
+segments it must) and then streamed: the training rows go to a spill file
+(flywheel.training.spill) that a trainer reads in batches, the holdout stays in memory.
 
 Each row keeps the `traceparent` its record carried (the trace of the prediction it labels),
 so a run can link to the traces of the examples it trained on. Segments written before the
@@ -22,9 +36,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import os
+import shutil
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +51,8 @@ import pyarrow.parquet as pq
 
 from flywheel.common.files import atomic_write
 from flywheel.common.spec import ModelSpec
+from flywheel.training.segments import ALL_COLUMNS, KEY_COLUMNS, ModelRows, concat, model_rows
+from flywheel.training.spill import RowSpiller, SpilledRows
 from flywheel.v1 import common_pb2, events_pb2
 
 log = logging.getLogger("flywheel.training.dataset")
@@ -49,6 +69,21 @@ SCHEMA = pa.schema([
     ("features", pa.list_(pa.float64())), ("traceparent", pa.string()),
 ])
 
+# Recent rows per model kept with their features (for the live checks).
+TAIL_ROWS = 65_536
+# Rows read from a segment at a time.
+READ_BATCH_ROWS = 65_536
+# Rows a drift reference keeps (an even sample of a lineage's rows).
+REFERENCE_ROWS = 50_000
+# Distinct traces a window remembers for its run's links.
+TRACE_LINKS = 4_096
+
+Key = tuple[int, int, int]  # (ts, partition, offset): the order of examples
+EARLIEST: Key = (-(2**62), 0, 0)
+# Keys of segment rows kept for the window search (20 bytes a row).
+KEY_CACHE_ROWS = 1_000_000
+Bounds = dict[int, tuple[int, int]]  # partition -> (first, last) offsets, inclusive
+
 
 @dataclass(frozen=True)
 class LabeledRow:
@@ -58,23 +93,6 @@ class LabeledRow:
     ts_ms: int
     example: events_pb2.LabeledExample
     traceparent: str = ""
-
-
-@dataclass(frozen=True)
-class Window:
-    """One run's data: train then holdout (the most recent), plus where it came from."""
-
-    X_train: np.ndarray
-    y_train: np.ndarray
-    X_holdout: np.ndarray
-    y_holdout: np.ndarray
-    ranges: list[tuple[str, int, int, int]]  # topic, partition, first, last (inclusive)
-    prediction_ids: list[str]
-    # The traceparent of each example of the window ('' where its record had none).
-    traceparents: list[str]
-    # (ts, partition, offset) of the last training row: the rows of the ranges up to it
-    # (in that order) are the training rows, the later ones the holdout.
-    train_until: tuple[int, int, int] = (0, 0, -1)
 
 
 @dataclass(frozen=True)
@@ -91,7 +109,7 @@ class SegmentSlice:
 class SegmentPlan:
     """Where a window's training rows lie on disk, for an engine that reads the segments
     itself: the files and offsets (a re-delivered record written twice is read from one
-    file only), and the row filter the in-memory index applies."""
+    file only), and the row filter the dataset applies."""
 
     model_name: str
     features: tuple[str, ...]
@@ -100,6 +118,36 @@ class SegmentPlan:
     train_until: tuple[int, int, int]
     expected_rows: int
     expected_digest: int
+
+
+@dataclass
+class Window:
+    """One run's data: the training rows (on disk, or an empty array when no row), the
+    holdout (the most recent rows, in memory), and where they came from."""
+
+    X_train: SpilledRows | np.ndarray
+    y_train: np.ndarray
+    X_holdout: np.ndarray
+    y_holdout: np.ndarray
+    ranges: list[tuple[str, int, int, int]]  # topic, partition, first, last (inclusive)
+    # Distinct traceparents of the window's examples (up to TRACE_LINKS).
+    traceparents: list[str]
+    # The key of the last training row: the rows of the ranges up to it are the training
+    # rows, the later ones the holdout.
+    train_until: Key = (0, 0, -1)
+    train_digest: int = 0
+    slices: tuple[SegmentSlice, ...] = ()
+    _ids: Callable[[], list[str]] | None = field(default=None, repr=False)
+
+    def prediction_ids(self) -> list[str]:
+        """The prediction ids of the window, training rows then holdout (read back from the
+        segments: a large window's ids are not kept in memory)."""
+        return self._ids() if self._ids else []
+
+    def close(self) -> None:
+        """Removes the spilled training rows."""
+        if isinstance(self.X_train, SpilledRows):
+            self.X_train.close()
 
 
 @dataclass(frozen=True)
@@ -115,83 +163,94 @@ class Served:
         return len(self.y)
 
 
-class ModelTable:
-    """The examples of one model, in its input order, appended in chunks."""
+@dataclass
+class _Entry:
+    """One segment file's part of one model's rows."""
 
-    _COLUMNS = ("partition", "offset", "ts", "version", "role", "label", "predicted", "valid_y")
+    path: Path
+    topic: str
+    partition: int
+    first: int  # effective offsets: what this file is read for
+    last: int
+    rows: int  # eligible rows (for training)
+    non_shadow: int
+    ts_low: int  # time span of all the model's rows in it
+    ts_high: int
+    # (version, role) pairs of its rows with a label of the model's task.
+    served: frozenset[tuple[int, int]]
+    # Of its eligible rows: time span and offsets.
+    e_ts_low: int = 0
+    e_ts_high: int = -1
+    e_low: int = 0
+    e_high: int = -1
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def overlaps(self, bounds: Bounds | None) -> bool:
+        if bounds is None:
+            return True
+        if self.partition not in bounds:
+            return False
+        first, last = bounds[self.partition]
+        return self.e_low <= last and self.e_high >= first
+
+    def inside(self, bounds: Bounds | None) -> bool:
+        if bounds is None:
+            return True
+        first, last = bounds.get(self.partition, (1, 0))
+        return first <= self.e_low and self.e_high <= last
+
+
+class _Tail:
+    """The most recent rows of one model, with their features."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.complete = True  # holds every row of the model ever indexed
+        self._chunks: list[ModelRows] = []
+        self._rows = 0
+        self._sorted: ModelRows | None = None
+
+    def add(self, rows: ModelRows) -> None:
+        if not len(rows):
+            return
+        self._chunks.append(rows)
+        self._rows += len(rows)
+        self._sorted = None
+        while self._rows - len(self._chunks[0]) >= self.capacity:
+            self._rows -= len(self._chunks.pop(0))
+            self.complete = False
+
+    def rows(self) -> ModelRows | None:
+        """Every row held, in key order."""
+        if not self._chunks:
+            return None
+        if self._sorted is None:
+            merged = concat(self._chunks).by_key()
+            if len(merged) > self.capacity:
+                merged, self.complete = merged.newest(self.capacity), False
+            self._sorted, self._chunks, self._rows = merged, [merged], len(merged)
+        return self._sorted
+
+
+class _Model:
+    def __init__(self, spec: ModelSpec, tail_rows: int) -> None:
         self.spec = spec
-        self.topic = ""
-        self._chunks: list[dict[str, np.ndarray]] = []
-        self._ids: list[list[str]] = []
-        self._traces: list[list[str]] = []
-        self._cache: dict[str, np.ndarray] | None = None
-        self._cache_ids: list[str] | None = None
-        self._cache_traces: list[str] | None = None
-        self._seen: set[tuple[int, int]] = set()
-        self.total = 0  # non-shadow rows ever added
-
-    def add(self, rows: Sequence[tuple[str, int, int, int, str, int, int, float, bool, int,
-                                       list[float], str]]) -> int:
-        fresh = [r for r in rows if (r[1], r[2]) not in self._seen]
-        if not fresh:
-            return 0
-        for r in fresh:
-            self._seen.add((r[1], r[2]))
-        self.topic = fresh[0][0]
-        classification = self.spec.task.is_classification
-        chunk = {
-            "partition": np.array([r[1] for r in fresh], dtype=np.int32),
-            "offset": np.array([r[2] for r in fresh], dtype=np.int64),
-            "ts": np.array([r[3] for r in fresh], dtype=np.int64),
-            "version": np.array([r[5] for r in fresh], dtype=np.int64),
-            "role": np.array([r[6] for r in fresh], dtype=np.int32),
-            "label": np.array([r[7] for r in fresh], dtype=np.float64),
-            "valid_y": np.array([r[8] == classification for r in fresh], dtype=bool),
-            "predicted": np.array([r[9] for r in fresh], dtype=np.float64),
-            "X": np.array([r[10] for r in fresh], dtype=np.float64).reshape(len(fresh), -1),
-        }
-        self._chunks.append(chunk)
-        self._ids.append([r[4] for r in fresh])
-        self._traces.append([r[11] for r in fresh])
-        self._cache = None
-        self.total += int((chunk["role"] != SHADOW).sum())
-        return len(fresh)
-
-    def columns(self) -> tuple[dict[str, np.ndarray], list[str]]:
-        return self._merged()[:2]
-
-    def traces(self) -> list[str]:
-        """Each row's traceparent, in the order of `columns`."""
-        return self._merged()[2]
-
-    def _merged(self) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
-        if self._cache is None:
-            if not self._chunks:
-                n = len(self.spec.features)
-                empty = {k: np.zeros(0, dtype=bool if k == "valid_y" else np.int64)
-                         for k in self._COLUMNS}
-                empty["X"] = np.zeros((0, n))
-                return empty, [], []
-            merged = {k: np.concatenate([c[k] for c in self._chunks]) for k in self._chunks[0]}
-            ids = [i for chunk in self._ids for i in chunk]
-            traces = [t for chunk in self._traces for t in chunk]
-            order = np.lexsort((merged["offset"], merged["partition"], merged["ts"]))
-            self._cache = {k: v[order] for k, v in merged.items()}
-            self._cache_ids = [ids[i] for i in order]
-            self._cache_traces = [traces[i] for i in order]
-            self._chunks = [self._cache]
-            self._ids = [self._cache_ids]
-            self._traces = [self._cache_traces]
-        return self._cache, self._cache_ids or [], self._cache_traces or []
+        self.entries: list[_Entry] = []
+        self.tail = _Tail(tail_rows)
+        self.total = 0  # non-shadow rows ever indexed
+        self.first_served: dict[tuple[int, int, int], Served] = {}
 
 
 class Dataset:
-    def __init__(self, data_dir: Path, models: Iterable[ModelSpec]) -> None:
+    def __init__(self, data_dir: Path, models: Iterable[ModelSpec],
+                 tail_rows: int = TAIL_ROWS) -> None:
         self._dir = Path(data_dir) / "segments"
-        self._tables = {m.name: ModelTable(m) for m in models}
+        self._spill = Path(data_dir) / "spill" / str(os.getpid())
+        _remove_orphan_spills(self._spill.parent)
+        self._models = {m.name: _Model(m, tail_rows) for m in models}
         self._lock = threading.Lock()
+        # (topic, partition) -> the highest offset indexed.
+        self._high: dict[tuple[str, int], int] = {}
+        self._keys: OrderedDict[tuple[str, Path], tuple] = OrderedDict()
         self.skipped = 0
 
     # -- writing -----------------------------------------------------------------------------
@@ -202,148 +261,471 @@ class Dataset:
         for row in rows:
             by_partition.setdefault((row.topic, row.partition), []).append(row)
         for (topic, partition), part in by_partition.items():
-            self._write_segment(topic, partition, part)
-        self._index(_row_tuples(rows))
+            path, table = self._write_segment(topic, partition, part)
+            self._index(path, topic, partition, table, with_tail=True)
 
-    def _write_segment(self, topic: str, partition: int, rows: list[LabeledRow]) -> None:
+    def _write_segment(self, topic: str, partition: int,
+                       rows: list[LabeledRow]) -> tuple[Path, pa.Table]:
         folder = self._dir / topic / f"p{partition}"
         folder.mkdir(parents=True, exist_ok=True)
-        name = f"{rows[0].offset:020d}-{rows[-1].offset:020d}.parquet"
+        path = folder / f"{rows[0].offset:020d}-{rows[-1].offset:020d}.parquet"
         tuples = _row_tuples(rows)
         table = pa.Table.from_pydict(
-            {field.name: [t[i] for t in tuples] for i, field in enumerate(SCHEMA)}, schema=SCHEMA
-        )
-        atomic_write(folder / name, lambda handle: pq.write_table(table, handle, compression="zstd"))
+            {f.name: [t[i] for t in tuples] for i, f in enumerate(SCHEMA)}, schema=SCHEMA)
+        atomic_write(path, lambda handle: pq.write_table(table, handle, compression="zstd"))
+        return path, table
 
-    def _index(self, tuples: list[tuple]) -> None:
-        by_model: dict[str, list[tuple]] = {}
-        for t in tuples:
-            table = self._tables.get(t[5])
-            if table is None:
-                self.skipped += 1
-                continue
-            wanted = list(table.spec.features)
-            names = t[12].split(",")
-            if names != wanted:
-                if not set(wanted) <= set(names):
-                    self.skipped += 1
-                    continue
-                position = {n: i for i, n in enumerate(names)}
-                t = (*t[:13], [t[13][position[n]] for n in wanted], *t[14:])
-            # topic, partition, offset, ts, id, version, role, label, label_is_class,
-            # predicted, X, traceparent
-            by_model.setdefault(t[5], []).append(
-                (t[0], t[1], t[2], t[3], t[4], t[6], t[7], t[8], t[9],
-                 t[10] if t[9] else t[11], t[13], t[14] or "")
-            )
+    def _index(self, path: Path, topic: str, partition: int, table: pa.Table,
+               with_tail: bool) -> int:
+        """Catalogs one segment (and adds its rows to the tails); returns its new rows."""
+        if not table.num_rows:
+            return 0
+        offsets = table.column("offset").to_numpy()
+        low, high = int(offsets.min()), int(offsets.max())
         with self._lock:
-            for name, rows in by_model.items():
-                self._tables[name].add(rows)
+            covered = self._high.get((topic, partition), -1)
+            first = max(low, covered + 1)
+            if first > high:
+                return 0  # every record re-delivered: already indexed from another file
+            self._high[(topic, partition)] = high
+            fresh = int((offsets >= first).sum())
+            matched = 0
+            for model in self._models.values():
+                spec = model.spec
+                rows = model_rows(table, spec.name, spec.features,
+                                  spec.task.is_classification, first=first, last=high)
+                if not len(rows):
+                    continue
+                matched += len(rows)
+                model.entries.append(_entry(path, topic, partition, first, high, rows))
+                model.total += int((rows.role != SHADOW).sum())
+                if with_tail:
+                    model.tail.add(_without_ids(rows))
+            self.skipped += fresh - matched
+        return fresh
 
     def load(self) -> int:
-        """Indexes every segment on disk (at start); returns the rows indexed."""
+        """Catalogs every segment on disk (at start) and reads the most recent rows of each
+        model back into its tail; returns the rows indexed."""
         files = sorted(self._dir.glob("*/p*/*.parquet")) if self._dir.exists() else []
         count = 0
         for path in files:
-            table = pq.read_table(path)
-            columns = [table.column(f.name).to_pylist() if f.name in table.column_names
-                       else [None] * table.num_rows for f in SCHEMA]
-            self._index(list(zip(*columns, strict=True)))
-            count += table.num_rows
+            topic, partition = path.parent.parent.name, int(path.parent.name[1:])
+            count += self._index(path, topic, partition, _read(path, KEY_COLUMNS), False)
+        for model in self._models.values():
+            self._fill_tail(model)
         return count
 
-    # -- reading -----------------------------------------------------------------------------
+    def _fill_tail(self, model: _Model) -> None:
+        spec, tail = model.spec, model.tail
+        chunks: list[ModelRows] = []
+        held = 0
+        for entry in sorted(model.entries, key=lambda e: e.ts_high, reverse=True):
+            if held >= tail.capacity:
+                break
+            rows = model_rows(_read(entry.path, ALL_COLUMNS), spec.name, spec.features,
+                              spec.task.is_classification, entry.first, entry.last)
+            chunks.append(_without_ids(rows))
+            held += len(rows)
+        with self._lock:
+            tail.complete = len(chunks) == len(model.entries)
+            for rows in reversed(chunks):
+                tail.add(rows)
+
+    # -- reading: counts and the live checks -------------------------------------------------
 
     def total(self, model: str) -> int:
         with self._lock:
-            table = self._tables.get(model)
-            return table.total if table else 0
-
-    def window(self, model: str, size: int, holdout_fraction: float) -> Window:
-        with self._lock:
-            table = self._tables[model]
-            cols, ids = table.columns()
-            traces = table.traces()
-            topic = table.topic
-        keep = np.flatnonzero((cols["role"] != SHADOW) & cols["valid_y"])
-        recent = keep[-size:]
-        ranges = []
-        selected = np.zeros(len(cols["role"]), dtype=bool)
-        for partition in np.unique(cols["partition"][recent]):
-            in_part = recent[cols["partition"][recent] == partition]
-            first, last = int(cols["offset"][in_part].min()), int(cols["offset"][in_part].max())
-            ranges.append((topic, int(partition), first, last))
-            selected |= ((cols["partition"] == partition) & (cols["offset"] >= first)
-                         & (cols["offset"] <= last))
-        rows = np.flatnonzero(selected & (cols["role"] != SHADOW) & cols["valid_y"])
-        n_holdout = int(np.ceil(len(rows) * holdout_fraction))
-        train, holdout = rows[: len(rows) - n_holdout], rows[len(rows) - n_holdout:]
-        last = train[-1] if len(train) else None
-        until = ((int(cols["ts"][last]), int(cols["partition"][last]), int(cols["offset"][last]))
-                 if last is not None else (0, 0, -1))
-        return Window(cols["X"][train], cols["label"][train], cols["X"][holdout],
-                      cols["label"][holdout], ranges, [ids[i] for i in rows],
-                      [traces[i] for i in rows], until)
-
-    def plan(self, spec: ModelSpec, window: Window) -> SegmentPlan:
-        """The segment files and offsets that hold `window`'s training rows, and the count
-        and digest of those rows, for an engine that reads them itself (ray)."""
-        slices = []
-        for topic, partition, first, last in window.ranges:
-            folder = self._dir / topic / f"p{partition}"
-            read_up_to = first - 1  # offsets already covered by an earlier file
-            for path in sorted(folder.glob("*.parquet")):
-                low, high = (int(part) for part in path.stem.split("-"))
-                start, end = max(low, first, read_up_to + 1), min(high, last)
-                if start <= end:
-                    slices.append(SegmentSlice(str(path), partition, start, end))
-                    read_up_to = end
-        train_ids = window.prediction_ids[: len(window.y_train)]
-        return SegmentPlan(spec.name, tuple(spec.features), spec.task.is_classification,
-                           tuple(slices), window.train_until, len(train_ids),
-                           rows_digest(train_ids))
-
-    def features_in(self, model: str, ranges: Sequence[tuple[str, int, int, int]]) -> np.ndarray:
-        """Feature rows of the non-shadow examples inside `ranges` (a version's lineage)."""
-        with self._lock:
-            cols, _ = self._tables[model].columns()
-        mask = np.zeros(len(cols["role"]), dtype=bool)
-        for _, partition, first, last in ranges:
-            mask |= ((cols["partition"] == partition) & (cols["offset"] >= first)
-                     & (cols["offset"] <= last))
-        return cols["X"][mask & (cols["role"] != SHADOW)]
-
-    def recent_features(self, model: str, size: int) -> np.ndarray:
-        with self._lock:
-            cols, _ = self._tables[model].columns()
-        return cols["X"][np.flatnonzero(cols["role"] != SHADOW)[-size:]]
+            found = self._models.get(model)
+            return found.total if found else 0
 
     def served(self, model: str, version: int, role: int, last: int,
                since_ts: int = 0) -> Served:
         """One version's joined predictions in `role`, the most recent `last` of them (from
         `since_ts` on): the features it was given, the labels, what it predicted."""
-        with self._lock:
-            cols, _ = self._tables[model].columns()
-        rows = np.flatnonzero((cols["version"] == version) & (cols["role"] == role)
-                              & cols["valid_y"] & (cols["ts"] >= since_ts))[-last:]
-        return Served(cols["X"][rows], cols["label"][rows], cols["predicted"][rows],
-                      int(cols["ts"][rows[0]]) if len(rows) else 0)
+
+        def wanted(rows: ModelRows) -> np.ndarray:
+            return ((rows.version == version) & (rows.role == role) & rows.valid_y
+                    & (rows.ts >= since_ts))
+
+        rows = self._newest(model, wanted, last,
+                            lambda e: (version, role) in e.served and e.ts_high >= since_ts)
+        return _served(rows, self._width(model))
 
     def first_served(self, model: str, version: int, role: int, first: int) -> Served:
         """The first `first` joined predictions of a version in `role` (its first window)."""
+        key = (version, role, first)
         with self._lock:
-            cols, _ = self._tables[model].columns()
-        rows = np.flatnonzero((cols["version"] == version) & (cols["role"] == role)
-                              & cols["valid_y"])[:first]
-        return Served(cols["X"][rows], cols["label"][rows], cols["predicted"][rows],
-                      int(cols["ts"][rows[0]]) if len(rows) else 0)
+            cached = self._models[model].first_served.get(key)
+        if cached is not None:
+            return cached
 
+        def wanted(rows: ModelRows) -> np.ndarray:
+            return (rows.version == version) & (rows.role == role) & rows.valid_y
+
+        found = _served(self._oldest(model, wanted, first,
+                                     lambda e: (version, role) in e.served), self._width(model))
+        if len(found) >= first:  # complete: the first rows of a version do not change
+            with self._lock:
+                self._models[model].first_served[key] = found
+        return found
+
+    def recent_features(self, model: str, size: int) -> np.ndarray:
+        rows = self._newest(model, lambda r: r.role != SHADOW, size,
+                            lambda e: e.non_shadow > 0)
+        return rows.X if rows is not None else self._no_features(model)
+
+    def features_in(self, model: str, ranges: Sequence[tuple[str, int, int, int]],
+                    limit: int = REFERENCE_ROWS) -> np.ndarray:
+        """Feature rows of the non-shadow examples inside `ranges` (a version's lineage): all
+        of them up to `limit`, else an even sample of `limit` of them."""
+        bounds = {p: (a, b) for _, p, a, b in ranges}
+        with self._lock:
+            state = self._models[model]
+            entries = [e for e in state.entries if e.partition in bounds
+                       and e.first <= bounds[e.partition][1]
+                       and e.last >= bounds[e.partition][0]]
+            spec = state.spec
+        parts, seen = [], 0
+        total = sum(e.non_shadow for e in entries)
+        step = max(1, math.ceil(total / limit)) if limit else 1
+        for entry in sorted(entries, key=lambda e: (e.partition, e.first)):
+            first, last = bounds[entry.partition]
+            for rows in self._stream(entry, spec, max(first, entry.first),
+                                     min(last, entry.last)):
+                rows = rows.take(rows.role != SHADOW)
+                # Every step-th row of the lineage, counted across batches.
+                pick = (np.arange(seen, seen + len(rows)) % step) == 0
+                seen += len(rows)
+                parts.append(rows.X[pick])
+        return np.concatenate(parts) if parts else self._no_features(model)
+
+    # -- reading: windows --------------------------------------------------------------------
+
+    def window(self, model: str, size: int, holdout_fraction: float) -> Window:
+        """The most recent `size` examples (see the module's docstring), training rows
+        spilled to disk, holdout in memory."""
+        with self._lock:
+            state = self._models[model]
+            entries = [e for e in state.entries if e.rows]
+            spec = state.spec
+        n_features = len(spec.features)
+        cut = self._newest_cut(spec, entries, size, None)
+        ranges = self._ranges(spec, entries, cut)
+        bounds = {p: (a, b) for _, p, a, b in ranges}
+        total = self._count(spec, entries, bounds)
+        n_holdout = min(math.ceil(total * holdout_fraction), total)
+        # Rows from this key on are the holdout (None: no holdout).
+        holdout_from = None
+        if n_holdout:
+            holdout_from = self._newest_cut(spec, entries, n_holdout, bounds) or EARLIEST
+        spiller = RowSpiller(self._spill, n_features)
+        y_train: list[np.ndarray] = []
+        holdout: list[ModelRows] = []
+        traces: dict[str, None] = {}
+        digest, until, slices = 0, (0, 0, -1), []
+        try:
+            for entry in sorted((e for e in entries if e.overlaps(bounds)),
+                                key=lambda e: (e.partition, e.first)):
+                first, last = bounds[entry.partition]
+                start, end = max(first, entry.first), min(last, entry.last)
+                slices.append(SegmentSlice(str(entry.path), entry.partition, start, end))
+                for rows in self._stream(entry, spec, start, end):
+                    rows = rows.take(rows.eligible)
+                    later = (_at_or_after(rows, holdout_from) if holdout_from is not None
+                             else np.zeros(len(rows), dtype=bool))
+                    train = rows.take(~later)
+                    holdout.append(rows.take(later))
+                    spiller.write(train.X)
+                    y_train.append(train.label)
+                    digest += rows_digest(train.prediction_id)
+                    until = max(until, _last_key(train))
+                    for trace in rows.traceparent:
+                        if trace and len(traces) < TRACE_LINKS:
+                            traces[trace] = None
+            spilled = spiller.finish()
+        except BaseException:
+            spiller.abort()
+            raise
+        held = concat(holdout).by_key() if holdout else None
+        X_holdout = held.X if held is not None else np.zeros((0, n_features))
+        y_holdout = held.label if held is not None else np.zeros(0)
+        topic = entries[0].topic if entries else ""
+        window_slices = tuple(slices)
+        return Window(
+            X_train=spilled if len(spilled) else np.zeros((0, n_features)),
+            y_train=np.concatenate(y_train) if y_train else np.zeros(0),
+            X_holdout=X_holdout, y_holdout=y_holdout,
+            ranges=[(topic, p, a, b) for _, p, a, b in ranges], traceparents=list(traces),
+            train_until=until, train_digest=digest, slices=window_slices,
+            _ids=lambda: self._window_ids(spec, window_slices, until))
+
+    def plan(self, spec: ModelSpec, window: Window) -> SegmentPlan:
+        """The segment files and offsets that hold `window`'s training rows, and the count
+        and digest of those rows, for an engine that reads them itself (ray)."""
+        return SegmentPlan(spec.name, tuple(spec.features), spec.task.is_classification,
+                           window.slices, window.train_until, len(window.y_train),
+                           window.train_digest)
+
+    def _window_ids(self, spec: ModelSpec, slices: Sequence[SegmentSlice],
+                    until: Key) -> list[str]:
+        train: list[str] = []
+        later: list[ModelRows] = []
+        for piece in slices:
+            for rows in _stream_file(Path(piece.path), spec, piece.first, piece.last):
+                rows = rows.take(rows.eligible)
+                after = _after(rows, until)
+                train.extend(rows.take(~after).prediction_id)
+                later.append(rows.take(after))
+        held = concat(later).by_key() if later else None
+        return train + (held.prediction_id if held is not None else [])
+
+    # -- the search over the catalog ---------------------------------------------------------
+
+    def _entry_keys(self, entry: _Entry, spec: ModelSpec) -> tuple[np.ndarray, ...]:
+        """(ts, partition, offset) of an entry's eligible rows; the last few files' kept."""
+        cache_key = (spec.name, entry.path)
+        with self._lock:
+            if cache_key in self._keys:
+                self._keys.move_to_end(cache_key)
+                return self._keys[cache_key]
+        rows = model_rows(_read(entry.path, KEY_COLUMNS), spec.name, spec.features,
+                          spec.task.is_classification, entry.first, entry.last)
+        rows = rows.take(rows.eligible)
+        keys = (rows.ts, rows.partition.astype(np.int64), rows.offset)
+        with self._lock:
+            self._keys[cache_key] = keys
+            while sum(len(k[0]) for k in self._keys.values()) > KEY_CACHE_ROWS \
+                    and len(self._keys) > 1:
+                self._keys.popitem(last=False)
+        return keys
+
+    def _count_from(self, entries: Sequence[_Entry], ts: int, bounds: Bounds | None,
+                    spec: ModelSpec) -> int:
+        """Eligible rows with a timestamp at or after `ts` (inside `bounds`)."""
+        count = 0
+        for entry in entries:
+            if entry.e_ts_high < ts or not entry.overlaps(bounds):
+                continue
+            if entry.e_ts_low >= ts and entry.inside(bounds):
+                count += entry.rows
+                continue
+            t, p, o = self._entry_keys(entry, spec)
+            count += int(((t >= ts) & _in_bounds(p, o, bounds)).sum())
+        return count
+
+    def _newest_cut(self, spec: ModelSpec, entries: Sequence[_Entry], n: int,
+                    bounds: Bounds | None) -> Key | None:
+        """The key of the `n`-th newest eligible row (inside `bounds`); None when there are
+        `n` rows or fewer (all of them are wanted)."""
+        if n <= 0 or self._count(spec, entries, bounds) <= n:
+            return None
+        live = [e for e in entries if e.overlaps(bounds)]
+        low = min(e.e_ts_low for e in live)
+        high = max(e.e_ts_high for e in live)
+        # The latest timestamp t with at least n rows at or after it.
+        while low < high:
+            middle = (low + high + 1) // 2
+            if self._count_from(live, middle, bounds, spec) >= n:
+                low = middle
+            else:
+                high = middle - 1
+        newer = self._count_from(live, low + 1, bounds, spec)
+        # Among the rows at exactly `low`, the newest (partition, offset) first.
+        ties = []
+        for entry in live:
+            if entry.e_ts_low <= low <= entry.e_ts_high:
+                t, p, o = self._entry_keys(entry, spec)
+                at = (t == low) & _in_bounds(p, o, bounds)
+                ties.extend(zip(p[at].tolist(), o[at].tolist(), strict=True))
+        ties.sort(reverse=True)
+        partition, offset = ties[n - newer - 1]
+        return (low, partition, offset)
+
+    def _count(self, spec: ModelSpec, entries: Sequence[_Entry], bounds: Bounds | None) -> int:
+        count = 0
+        for entry in entries:
+            if not entry.overlaps(bounds):
+                continue
+            if entry.inside(bounds):
+                count += entry.rows
+            else:
+                _, p, o = self._entry_keys(entry, spec)
+                count += int(_in_bounds(p, o, bounds).sum())
+        return count
+
+    def _ranges(self, spec: ModelSpec, entries: Sequence[_Entry],
+                cut: Key | None) -> list[tuple[str, int, int, int]]:
+        """Per partition, the first and last offset of the eligible rows from `cut` on."""
+        found: dict[int, tuple[int, int]] = {}
+
+        def widen(partition: int, low: int, high: int) -> None:
+            a, b = found.get(partition, (low, high))
+            found[partition] = (min(a, low), max(b, high))
+
+        for entry in entries:
+            if cut is None or entry.e_ts_low > cut[0]:
+                widen(entry.partition, entry.e_low, entry.e_high)
+            elif entry.e_ts_high >= cut[0]:
+                t, p, o = self._entry_keys(entry, spec)
+                keep = _key_at_or_after(t, p, o, cut)
+                if keep.any():
+                    widen(entry.partition, int(o[keep].min()), int(o[keep].max()))
+        topic = entries[0].topic if entries else ""
+        return [(topic, p, a, b) for p, (a, b) in sorted(found.items())]
+
+    # -- reading rows back -------------------------------------------------------------------
+
+    def _stream(self, entry: _Entry, spec: ModelSpec, first: int,
+                last: int) -> Iterator[ModelRows]:
+        return _stream_file(entry.path, spec, first, last)
+
+    def _newest(self, model: str, wanted: Callable[[ModelRows], np.ndarray], n: int,
+                holds: Callable[[_Entry], bool]) -> ModelRows | None:
+        """The newest `n` rows that `wanted` keeps, in key order: from the tail when it
+        holds enough of them, else read back from the segments, newest first."""
+        with self._lock:
+            state = self._models[model]
+            tail = state.tail.rows()
+            complete = state.tail.complete
+            entries = [e for e in state.entries if holds(e)]
+            spec = state.spec
+        if tail is not None:
+            picked = tail.take(wanted(tail))
+            if complete or len(picked) >= n:
+                return picked.newest(n)
+        found: ModelRows | None = None
+        for entry in sorted(entries, key=lambda e: e.ts_high, reverse=True):
+            if found is not None and len(found) >= n and entry.ts_high < found.ts[0]:
+                break  # nothing older can be among the newest n
+            for rows in self._stream(entry, spec, entry.first, entry.last):
+                rows = _without_ids(rows.take(wanted(rows)))
+                found = concat([found, rows] if found else [rows]).by_key().newest(n)
+        return found
+
+    def _oldest(self, model: str, wanted: Callable[[ModelRows], np.ndarray], n: int,
+                holds: Callable[[_Entry], bool]) -> ModelRows | None:
+        """The oldest `n` rows that `wanted` keeps, in key order."""
+        with self._lock:
+            state = self._models[model]
+            tail = state.tail.rows()
+            complete = state.tail.complete
+            entries = [e for e in state.entries if holds(e)]
+            spec = state.spec
+        if tail is not None and complete:
+            picked = tail.take(wanted(tail))
+            return picked.oldest(n)
+        found: ModelRows | None = None
+        for entry in sorted(entries, key=lambda e: e.ts_low):
+            if found is not None and len(found) >= n and entry.ts_low > found.ts[-1]:
+                break
+            for rows in self._stream(entry, spec, entry.first, entry.last):
+                rows = _without_ids(rows.take(wanted(rows)))
+                found = concat([found, rows] if found else [rows]).by_key().oldest(n)
+        return found
+
+    def _width(self, model: str) -> int:
+        return len(self._models[model].spec.features)
+
+    def _no_features(self, model: str) -> np.ndarray:
+        return np.zeros((0, self._width(model)))
+
+
+# -- helpers -----------------------------------------------------------------------------------
 
 def rows_digest(prediction_ids: Iterable[str]) -> int:
     """An order-free digest of a set of rows (by prediction id): a sum of 32-bit hashes,
     which parts of a data set can compute apart and add up."""
     return sum(int.from_bytes(hashlib.blake2b(i.encode(), digest_size=4).digest(), "little")
                for i in prediction_ids)
+
+
+def _remove_orphan_spills(folder: Path) -> None:
+    """Spill folders of processes that are gone (a run cut short leaves its file)."""
+    if not folder.is_dir():
+        return
+    for child in folder.iterdir():
+        try:
+            os.kill(int(child.name), 0)
+        except (ValueError, ProcessLookupError):
+            shutil.rmtree(child, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
+
+
+def _read(path: Path, columns: Sequence[str]) -> pa.Table:
+    """A segment's columns (those it has: older segments lack the traceparent)."""
+    present = set(pq.read_schema(path).names)
+    return pq.read_table(path, columns=[c for c in columns if c in present])
+
+
+def _stream_file(path: Path, spec: ModelSpec, first: int, last: int) -> Iterator[ModelRows]:
+    """The model's rows of one segment within [first, last], a batch at a time."""
+    handle = pq.ParquetFile(path)
+    columns = [c for c in ALL_COLUMNS if c in set(handle.schema_arrow.names)]
+    for batch in handle.iter_batches(batch_size=READ_BATCH_ROWS, columns=columns):
+        rows = model_rows(pa.Table.from_batches([batch]), spec.name, spec.features,
+                          spec.task.is_classification, first, last)
+        if len(rows):
+            yield rows
+
+
+def _entry(path: Path, topic: str, partition: int, first: int, last: int,
+           rows: ModelRows) -> _Entry:
+    eligible = rows.eligible
+    served = {(int(v), int(r)) for v, r in
+              set(zip(rows.version[rows.valid_y].tolist(), rows.role[rows.valid_y].tolist(),
+                      strict=True))}
+    entry = _Entry(path, topic, partition, first, last, rows=int(eligible.sum()),
+                   non_shadow=int((rows.role != SHADOW).sum()), ts_low=int(rows.ts.min()),
+                   ts_high=int(rows.ts.max()), served=frozenset(served))
+    if entry.rows:
+        entry.e_ts_low, entry.e_ts_high = int(rows.ts[eligible].min()), int(rows.ts[eligible].max())
+        entry.e_low, entry.e_high = (int(rows.offset[eligible].min()),
+                                     int(rows.offset[eligible].max()))
+    return entry
+
+
+def _in_bounds(partition: np.ndarray, offset: np.ndarray, bounds: Bounds | None) -> np.ndarray:
+    if bounds is None:
+        return np.ones(len(offset), dtype=bool)
+    inside = np.zeros(len(offset), dtype=bool)
+    for p, (first, last) in bounds.items():
+        inside |= (partition == p) & (offset >= first) & (offset <= last)
+    return inside
+
+
+def _key_at_or_after(ts: np.ndarray, partition: np.ndarray, offset: np.ndarray,
+                     key: Key) -> np.ndarray:
+    t, p, o = key
+    return (ts > t) | ((ts == t) & ((partition > p) | ((partition == p) & (offset >= o))))
+
+
+def _at_or_after(rows: ModelRows, key: Key) -> np.ndarray:
+    return _key_at_or_after(rows.ts, rows.partition, rows.offset, key)
+
+
+def _after(rows: ModelRows, key: Key) -> np.ndarray:
+    t, p, o = key
+    return _key_at_or_after(rows.ts, rows.partition, rows.offset, (t, p, o + 1))
+
+
+def _last_key(rows: ModelRows) -> Key:
+    if not len(rows):
+        return (0, 0, -1)
+    i = np.lexsort((rows.offset, rows.partition, rows.ts))[-1]
+    return (int(rows.ts[i]), int(rows.partition[i]), int(rows.offset[i]))
+
+
+def _without_ids(rows: ModelRows) -> ModelRows:
+    rows.prediction_id = rows.traceparent = None
+    return rows
+
+
+def _served(rows: ModelRows | None, n_features: int) -> Served:
+    if rows is None or not len(rows):
+        return Served(np.zeros((0, n_features)), np.zeros(0), np.zeros(0), 0)
+    return Served(rows.X, rows.label, rows.predicted, int(rows.ts[0]))
 
 
 def _row_tuples(rows: Iterable[LabeledRow]) -> list[tuple]:

@@ -3,9 +3,12 @@ call `trainer.fit`, so everything around it (the window and its lineage, the ONN
 parity, the gate, registration, promotion and announcement) stays in the controller and is
 the same whichever engine trained.
 
-- `local` (default): the trainer fits in the training service's own process, on the
-  window's arrays. Before the window is built, `admit` refuses one whose arrays would not fit
-  in the memory the service may use (FLYWHEEL_TRAINING_LOCAL_MAX_BYTES), with an error that
+- `local` (default): the trainer fits in the training service's own process. The window's
+  training rows are streamed from the segments to a spill file (flywheel.training.dataset);
+  a trainer that learns from batches (LightGBM, XGBoost) reads them a batch at a time, so
+  the process holds the trainer's own binned copy and not the rows; any other trainer gets
+  them as one array. Before the window is built, `admit` refuses one that would not fit in
+  the memory the service may use (FLYWHEEL_TRAINING_LOCAL_MAX_BYTES), with an error that
   names the `ray` engine, instead of the kernel killing the service half way.
 - `ray` (flywheel.training.ray_engine): Ray Data reads exactly the window's segment files,
   Ray Train fits on the cluster, the model comes back to the controller.
@@ -22,18 +25,22 @@ from flywheel.training.dataset import SegmentPlan
 from flywheel.training.trainers import FittedModel, NativeState, Trainer, TrainingData
 
 LOCAL, RAY = "local", "ray"
-# Copies of the window's feature matrix alive at once while a local run trains: the
-# window's arrays, the float32-rounded copy the trees learn on, the trainer's own binned
-# or scaled copy.
+# A trainer that takes the rows as one array: copies of the feature matrix alive at once
+# (the array, a float32-rounded or scaled copy, the trainer's own).
 LOCAL_COPIES = 3
 BYTES_PER_VALUE = 8
+# A trainer that reads batches: a byte per feature and row (the binned copy: at most 256
+# bins a feature), and per row its label as we hold it (8), the trainer's label, gradient,
+# hessian (4 each) and score (8).
+STREAMED_BYTES_PER_ROW = 8 + 4 + 4 + 4 + 8
 
 
 class Engine(Protocol):
     name: str
 
-    def admit(self, rows: int, n_features: int) -> None:
-        """Raises FailedPrecondition when a window of this size cannot be trained here."""
+    def admit(self, rows: int, n_features: int, streams: bool) -> None:
+        """Raises FailedPrecondition when a window of this size cannot be trained here
+        (`streams`: the trainer reads the rows in batches)."""
         ...
 
     def fit(self, trainer: Trainer, data: TrainingData, parent: NativeState | None,
@@ -50,8 +57,8 @@ class LocalEngine:
         """`max_bytes`: what a run's arrays may take (0: half the memory available now)."""
         self.max_bytes = max_bytes or available_memory() // 2
 
-    def admit(self, rows: int, n_features: int) -> None:
-        needed = window_bytes(rows, n_features)
+    def admit(self, rows: int, n_features: int, streams: bool) -> None:
+        needed = window_bytes(rows, n_features, streams)
         if needed > self.max_bytes:
             raise FailedPrecondition(
                 f"a window of {rows} examples x {n_features} features needs about "
@@ -65,7 +72,10 @@ class LocalEngine:
         return trainer.fit(data, parent)
 
 
-def window_bytes(rows: int, n_features: int) -> int:
+def window_bytes(rows: int, n_features: int, streams: bool) -> int:
+    """What training a window of this size takes in this process."""
+    if streams:
+        return rows * (n_features + STREAMED_BYTES_PER_ROW)
     return rows * n_features * BYTES_PER_VALUE * LOCAL_COPIES
 
 

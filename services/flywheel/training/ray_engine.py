@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from flywheel.common.errors import FailedPrecondition, Unavailable
-from flywheel.training.dataset import SHADOW, SegmentPlan, rows_digest
+from flywheel.training.dataset import SegmentPlan, rows_digest
 from flywheel.training.engines import RAY
 from flywheel.training.trainers import FittedModel, NativeState, Trainer, TrainingData
 from flywheel.training.trainers.base import to_float32_grid
@@ -67,7 +67,7 @@ class RayEngine:
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
 
-    def admit(self, rows: int, n_features: int) -> None:
+    def admit(self, rows: int, n_features: int, streams: bool) -> None:
         """A Ray cluster reads and spills the window itself: no local limit."""
 
     def connect(self) -> None:
@@ -160,36 +160,32 @@ def read_window(plan: SegmentPlan) -> Any:
 
 
 def _select_rows(batch: Any, plan: SegmentPlan) -> Any:
+    """The training rows of one batch of segment rows (flywheel.training.segments' rule),
+    each file's within its slice's offsets, up to the window's last training row."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    table = batch.to_pydict()
+    from flywheel.training.segments import model_rows
+
     bounds: dict[str, tuple[int, int]] = {s.path: (s.first, s.last) for s in plan.slices}
-    wanted = list(plan.features)
-    orders: dict[str, list[int] | None] = {}
     X, y, digest = [], [], []
-    for i, path in enumerate(table["path"]):
+    paths = batch.column("path")
+    for path in pc.unique(paths).to_pylist():
         first, last = bounds.get(_local_path(path), (1, 0))
-        offset = table["offset"][i]
-        key = (table["ts_ms"][i], table["partition"][i], offset)
-        if not (first <= offset <= last and key <= plan.train_until
-                and table["model_name"][i] == plan.model_name
-                and table["role"][i] != SHADOW
-                and table["label_is_class"][i] == plan.classification):
-            continue
-        names = table["feature_names"][i]
-        if names not in orders:
-            position = {n: j for j, n in enumerate(names.split(","))}
-            orders[names] = ([position[n] for n in wanted] if set(wanted) <= set(position)
-                             else None)
-        order = orders[names]
-        if order is None:
-            continue
-        values = table["features"][i]
-        X.append([values[j] for j in order])
-        y.append(table["label"][i])
-        digest.append(rows_digest([table["prediction_id"][i]]))
-    return pa.table({"X": pa.array(X, type=pa.list_(pa.float64())),
-                     "y": pa.array(y, type=pa.float64()),
+        rows = model_rows(batch.filter(pc.equal(paths, path)), plan.model_name, plan.features,
+                          plan.classification, first, last)
+        t, p, o = plan.train_until
+        upto = (rows.ts < t) | ((rows.ts == t) & ((rows.partition < p)
+                                                  | ((rows.partition == p) & (rows.offset <= o))))
+        rows = rows.take(rows.eligible & upto)
+        X.append(rows.X)
+        y.append(rows.label)
+        digest.extend(rows_digest([i]) for i in rows.prediction_id)
+    width = len(plan.features)
+    values = np.concatenate(X) if X else np.zeros((0, width))
+    return pa.table({"X": pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), width)
+                     .cast(pa.list_(pa.float64())),
+                     "y": pa.array(np.concatenate(y) if y else np.zeros(0), type=pa.float64()),
                      "digest": pa.array(digest, type=pa.int64())})
 
 

@@ -102,10 +102,15 @@ class TrainingRun:
     # The engine that trained it, and the digest of the rows it trained on (dataset.rows_digest).
     engine: str = ""
     trained_rows_digest: int = 0
-    # The prediction ids of the window, in order (not persisted; for checks and tests).
-    dataset_ids: list[str] = field(default_factory=list, repr=False)
-    # Their traceparents (not persisted; the run's trace links to them).
+    # Reads the prediction ids of the window back (not persisted; for checks and tests:
+    # a large window's ids are not held in memory).
+    dataset_ids: Callable[[], list[str]] | None = field(default=None, repr=False)
+    # The distinct traceparents of its examples (not persisted; the run's trace links them).
     dataset_traces: list[str] = field(default_factory=list, repr=False)
+
+    def prediction_ids(self) -> list[str]:
+        """The window's prediction ids, training rows then holdout."""
+        return self.dataset_ids() if self.dataset_ids else []
 
     def lineage(self) -> common_pb2.Lineage:
         return common_pb2.Lineage(
@@ -200,16 +205,25 @@ class Runner:
     def _run(self, run: TrainingRun, spec: ModelSpec) -> None:
         trainer = self._trainers[spec.name]
         run.mode, run.trainer, run.engine = spec.training.mode.value, trainer.name, self.engine.name
+        streams = getattr(trainer, "streams", False)
         with self._stage(run, "dataset"):
             self.engine.admit(min(spec.training.window, self._dataset.total(spec.name)),
-                              len(spec.features))
+                              len(spec.features), streams)
             window = self._dataset.window(spec.name, spec.training.window,
                                           spec.training.holdout_fraction)
+        try:
+            self._train_window(run, spec, trainer, window, streams)
+        finally:
+            window.close()
+
+    def _train_window(self, run: TrainingRun, spec: ModelSpec, trainer: Trainer,
+                      window: Window, streams: bool) -> None:
+        with self._stage(run, "dataset"):
             self._check(window, spec)
             run.ranges, run.dataset_ids = window.ranges, window.prediction_ids
             run.dataset_traces = window.traceparents
             run.training_examples, run.holdout_examples = len(window.y_train), len(window.y_holdout)
-            data = self._training_data(window, spec)
+            data = self._training_data(window, spec, streams)
             plan = self._dataset.plan(spec, window)
             run.trained_rows_digest = plan.expected_digest
         champion = self._champion(spec, trainer)
@@ -275,11 +289,14 @@ class Runner:
             return [SCRATCH, FINE_TUNE]
         return [mode.value]
 
-    def _training_data(self, window: Window, spec: ModelSpec) -> TrainingData:
+    def _training_data(self, window: Window, spec: ModelSpec, streams: bool) -> TrainingData:
+        """The window's training rows as the trainer takes them: a trainer that learns from
+        batches reads the spilled rows; any other gets them as one array."""
         vocabularies = self._spec.vocabularies(spec)
         categorical = {i: len(vocabularies[n]) + 1 for i, n in enumerate(spec.features)
                        if n in vocabularies}
-        return TrainingData(window.X_train, window.y_train, spec.task, tuple(spec.features),
+        X = window.X_train if streams else np.asarray(window.X_train)
+        return TrainingData(X, window.y_train, spec.task, tuple(spec.features),
                             categorical, spec.num_classes)
 
     def _train(self, run: TrainingRun, spec: ModelSpec, trainer: Trainer, data: TrainingData,

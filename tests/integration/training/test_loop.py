@@ -48,7 +48,7 @@ async def test_triggers_gate_announcements_lineage(make_app, kafka_bootstrap):
               for m in read_messages(kafka_bootstrap, topics.labeled.name, ranges=ranges)]
     reread = [e for e in reread if e.model_name == "churn"
               and e.role != common_pb2.MODEL_ROLE_SHADOW]
-    assert Counter(e.prediction_id for e in reread) == Counter(first.dataset_ids)
+    assert Counter(e.prediction_id for e in reread) == Counter(first.prediction_ids())
     assert len(reread) == v1.lineage.training_examples + v1.lineage.holdout_examples
     lineage_ranges = [(r.topic, r.partition, r.start_offset, r.end_offset)
                       for r in v1.lineage.training_data]

@@ -44,10 +44,10 @@ async def test_ray_run_trains_on_exactly_its_lineage_and_serves(make_app, kafka_
 
     on_ray = await _run(app, "on ray")
     assert on_ray.engine == "ray" and on_ray.trainer == "lightgbm"
-    train_ids = on_ray.dataset_ids[: on_ray.training_examples]
+    train_ids = on_ray.prediction_ids()[: on_ray.training_examples]
     # The window: the newest 800 non-shadow rows; training is all of it but the holdout.
     assert on_ray.training_examples + on_ray.holdout_examples == 800
-    assert not any(i.startswith("s") for i in on_ray.dataset_ids)
+    assert not any(i.startswith("s") for i in on_ray.prediction_ids())
     # Ray Data's rows were checked against these (count and digest) before Ray Train ran.
     assert on_ray.trained_rows_digest == rows_digest(train_ids)
 
@@ -56,7 +56,7 @@ async def test_ray_run_trains_on_exactly_its_lineage_and_serves(make_app, kafka_
     local = await _run(app, "locally")
     assert local.engine == "local" and local.ranges == on_ray.ranges
     assert local.trained_rows_digest == on_ray.trained_rows_digest
-    assert sorted(local.dataset_ids) == sorted(on_ray.dataset_ids)
+    assert sorted(local.prediction_ids()) == sorted(on_ray.prediction_ids())
 
     meta = app.registry.get("churn", on_ray.candidate_version)
     assert meta.lineage.trainer == "lightgbm" and meta.native_format == "lightgbm-text"
