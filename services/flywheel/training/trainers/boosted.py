@@ -12,6 +12,9 @@ rounded up to the float32 value of a feature would send that value the other way
 (seen: one holdout row of 625 off by 0.016 in probability). So each fitted booster's
 thresholds are snapped down to float32 (`snap_thresholds`): for float32 inputs every split
 decides as before, and the export holds the thresholds exactly.
+
+Given the window's rows on disk rather than as an array (`streams = True`, see base.py), both
+trainers read them a batch at a time (lightgbm_stream, xgboost_stream) and fit the same trees.
 """
 
 from __future__ import annotations
@@ -201,7 +204,8 @@ class XGBoostTrainer:
                             NativeState(XGBOOST_FORMAT, {"model.json": raw}))
 
 
-# -- the same trees trained as one booster across Ray Train workers (ray engine) ---------------
+# -- the wrappers' settings as the libraries' own parameters: the streamed fits (lightgbm_stream,
+# xgboost_stream) and the same trees trained as one booster across Ray Train workers --------
 
 def lightgbm_params(task: Task, num_classes: int, p: dict[str, Any]) -> dict[str, Any]:
     objective = {Task.BINARY_CLASSIFICATION: "binary",
