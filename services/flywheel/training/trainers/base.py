@@ -14,6 +14,12 @@ feature arrives as its category code, see flywheel.common.encoding) and gives ba
 
 A user's trainer is named in the spec as `module:factory`; `factory(**params)` returns an
 object with `name`, `native_format` and `fit` as below.
+
+A trainer may also say `streams = True` (a class attribute; absent means False, read it with
+`getattr(trainer, "streams", False)`): it then takes `TrainingData.X` either as an array or as
+a window's rows on disk (`flywheel.training.spill.SpilledRows`), which it reads batch by batch
+and never whole (`streamed(X)` tells which it got). Every other trainer gets an array: whoever
+calls it materializes the rows first. The built-in lightgbm and xgboost trainers stream.
 """
 
 from __future__ import annotations
@@ -26,13 +32,15 @@ import numpy as np
 
 from flywheel.common.spec import Task
 from flywheel.training.scoring import Scores
+from flywheel.training.spill import SpilledRows
 
 INPUT_NAME = "features"
 
 
 @dataclass(frozen=True)
 class TrainingData:
-    X: np.ndarray  # [rows, features] float64, model input order
+    # [rows, features] float64, model input order; rows on disk only for a streaming trainer.
+    X: np.ndarray | SpilledRows
     y: np.ndarray  # class indices (classification) or values (regression)
     task: Task
     feature_names: tuple[str, ...]
@@ -68,6 +76,9 @@ class Trainer(Protocol):
     # The NativeState.format this trainer writes and continues from ("" : none).
     native_format: str
 
+    # Optional, not declared here so that a trainer without it still passes isinstance:
+    # `streams: bool`, True when fit reads `data.X` as SpilledRows batch by batch.
+
     def fit(self, data: TrainingData, parent: NativeState | None = None) -> FittedModel:
         """A model fitted on `data`; with `parent`, one that continues it (fine-tuning)."""
         ...
@@ -75,6 +86,11 @@ class Trainer(Protocol):
 
 class TrainerError(ValueError):
     """A trainer or its parameters cannot be used; the message names the spec key."""
+
+
+def streamed(X: np.ndarray | SpilledRows) -> bool:
+    """Whether `X` is rows on disk, to be read in batches, rather than an array."""
+    return not isinstance(X, np.ndarray) and hasattr(X, "batches")
 
 
 def to_float32_grid(X: np.ndarray) -> np.ndarray:

@@ -12,6 +12,9 @@ rounded up to the float32 value of a feature would send that value the other way
 (seen: one holdout row of 625 off by 0.016 in probability). So each fitted booster's
 thresholds are snapped down to float32 (`snap_thresholds`): for float32 inputs every split
 decides as before, and the export holds the thresholds exactly.
+
+Given the window's rows on disk rather than as an array (`streams = True`, see base.py), both
+trainers read them a batch at a time (lightgbm_stream, xgboost_stream) and fit the same trees.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from flywheel.training.trainers.base import (
     NativeState,
     TrainerError,
     TrainingData,
+    streamed,
     to_float32_grid,
 )
 from flywheel.training.trainers.params import LightGBMParams, XGBoostParams
@@ -107,28 +111,56 @@ class BoostedModel:
         return self._state
 
 
+def lightgbm_parent(parent: NativeState | None) -> str | None:
+    """The champion's LightGBM model text, when fine-tuning."""
+    if parent is None:
+        return None
+    text = parent.files.get("model.txt")
+    if parent.format != LIGHTGBM_FORMAT or text is None:
+        raise TrainerError(f"native state {parent.format!r} is not a LightGBM model")
+    return text.decode()
+
+
+def xgboost_parent(parent: NativeState | None) -> Any:
+    """The champion's XGBoost booster, when fine-tuning."""
+    if parent is None:
+        return None
+    raw = parent.files.get("model.json")
+    if parent.format != XGBOOST_FORMAT or raw is None:
+        raise TrainerError(f"native state {parent.format!r} is not an XGBoost model")
+    booster = _import("xgboost").Booster()
+    booster.load_model(bytearray(raw))
+    return booster
+
+
 class LightGBMTrainer:
     name = "lightgbm"
     native_format = LIGHTGBM_FORMAT
+    # Takes the window's rows on disk too (see base.py), through lightgbm_stream.
+    streams = True
 
     def __init__(self, params: LightGBMParams) -> None:
         self.params = params
 
-    def fit(self, data: TrainingData, parent: NativeState | None = None) -> BoostedModel:
+    def fit(self, data: TrainingData, parent: NativeState | None = None) -> Any:
         lgb = _import("lightgbm")
+        if streamed(data.X):
+            from flywheel.training.trainers.lightgbm_stream import fit_streamed
+
+            return fit_streamed(self.params, data, parent)
         p = self.params
         kind = lgb.LGBMClassifier if data.task.is_classification else lgb.LGBMRegressor
+        # data_random_seed picks the rows LightGBM bins from when a window has more than
+        # 200k: named, rather than derived from the seed in C++, so that the streamed fit
+        # (whose sample is drawn in Python, which sees only the named one) picks the same.
         settings = dict(learning_rate=p.learning_rate, num_leaves=p.num_leaves,
                         max_depth=p.max_depth, min_child_samples=p.min_child_samples,
                         subsample=p.subsample, subsample_freq=1 if p.subsample < 1 else 0,
                         colsample_bytree=p.colsample_bytree, reg_lambda=p.reg_lambda,
-                        random_state=p.random_state, n_jobs=1, verbose=-1)
-        init_model = None
-        if parent is not None:
-            text = parent.files.get("model.txt")
-            if parent.format != LIGHTGBM_FORMAT or text is None:
-                raise TrainerError(f"native state {parent.format!r} is not a LightGBM model")
-            init_model = lgb.Booster(model_str=text.decode())
+                        random_state=p.random_state, data_random_seed=p.random_state,
+                        n_jobs=1, verbose=-1)
+        champion = lightgbm_parent(parent)
+        init_model = lgb.Booster(model_str=champion) if champion is not None else None
         estimator = kind(n_estimators=p.fine_tune_estimators if parent else p.n_estimators,
                          **settings)
         y = data.y.astype(np.int64) if data.task.is_classification else data.y
@@ -142,21 +174,21 @@ class LightGBMTrainer:
 class XGBoostTrainer:
     name = "xgboost"
     native_format = XGBOOST_FORMAT
+    # Takes the window's rows on disk too (see base.py), through xgboost_stream.
+    streams = True
 
     def __init__(self, params: XGBoostParams) -> None:
         self.params = params
 
     def fit(self, data: TrainingData, parent: NativeState | None = None) -> BoostedModel:
         xgb = _import("xgboost")
+        booster = xgboost_parent(parent)
+        if streamed(data.X):
+            from flywheel.training.trainers.xgboost_stream import fit_streamed
+
+            return fit_streamed(self.params, data, booster)
         p = self.params
         kind = xgb.XGBClassifier if data.task.is_classification else xgb.XGBRegressor
-        booster = None
-        if parent is not None:
-            raw = parent.files.get("model.json")
-            if parent.format != XGBOOST_FORMAT or raw is None:
-                raise TrainerError(f"native state {parent.format!r} is not an XGBoost model")
-            booster = xgb.Booster()
-            booster.load_model(bytearray(raw))
         estimator = kind(n_estimators=p.fine_tune_estimators if parent else p.n_estimators,
                          learning_rate=p.learning_rate, max_depth=p.max_depth,
                          min_child_weight=p.min_child_weight, subsample=p.subsample,
@@ -172,9 +204,10 @@ class XGBoostTrainer:
                             NativeState(XGBOOST_FORMAT, {"model.json": raw}))
 
 
-# -- the same trees trained as one booster across Ray Train workers (ray engine) ---------------
+# -- the wrappers' settings as the libraries' own parameters: the streamed fits (lightgbm_stream,
+# xgboost_stream) and the same trees trained as one booster across Ray Train workers --------
 
-def _lightgbm_params(task: Task, num_classes: int, p: dict[str, Any]) -> dict[str, Any]:
+def lightgbm_params(task: Task, num_classes: int, p: dict[str, Any]) -> dict[str, Any]:
     objective = {Task.BINARY_CLASSIFICATION: "binary",
                  Task.MULTICLASS_CLASSIFICATION: "multiclass"}.get(task, "regression")
     params = {"objective": objective, "learning_rate": p["learning_rate"],
@@ -182,13 +215,14 @@ def _lightgbm_params(task: Task, num_classes: int, p: dict[str, Any]) -> dict[st
               "min_data_in_leaf": p["min_child_samples"], "bagging_fraction": p["subsample"],
               "bagging_freq": 1 if p["subsample"] < 1 else 0,
               "feature_fraction": p["colsample_bytree"], "lambda_l2": p["reg_lambda"],
-              "seed": p["random_state"], "num_threads": 1, "verbose": -1}
+              "seed": p["random_state"], "data_random_seed": p["random_state"],
+              "num_threads": 1, "verbose": -1}
     if task is Task.MULTICLASS_CLASSIFICATION:
         params["num_class"] = num_classes
     return params
 
 
-def _xgboost_params(task: Task, num_classes: int, p: dict[str, Any]) -> dict[str, Any]:
+def xgboost_params(task: Task, num_classes: int, p: dict[str, Any]) -> dict[str, Any]:
     objective = {Task.BINARY_CLASSIFICATION: "binary:logistic",
                  Task.MULTICLASS_CLASSIFICATION: "multi:softprob"}.get(task, "reg:squarederror")
     params = {"objective": objective, "eta": p["learning_rate"], "max_depth": p["max_depth"],
@@ -208,7 +242,7 @@ def train_booster(kind: str, task: Task, num_classes: int, params: dict[str, Any
     rounds = params["fine_tune_estimators"] if parent else params["n_estimators"]
     if kind == "lightgbm":
         lgb = _import("lightgbm")
-        settings = _lightgbm_params(task, num_classes, params)
+        settings = lightgbm_params(task, num_classes, params)
         if network:
             settings.update(network, tree_learner="data_parallel", pre_partition=True)
         init = lgb.Booster(model_str=parent.decode()) if parent else None
@@ -220,7 +254,7 @@ def train_booster(kind: str, task: Task, num_classes: int, params: dict[str, Any
     if parent:
         init = xgb.Booster()
         init.load_model(bytearray(parent))
-    booster = xgb.train(_xgboost_params(task, num_classes, params), xgb.DMatrix(X, label=y),
+    booster = xgb.train(xgboost_params(task, num_classes, params), xgb.DMatrix(X, label=y),
                         num_boost_round=rounds, xgb_model=init)
     return bytes(booster.save_raw("json"))
 
