@@ -9,7 +9,7 @@ import pytest
 
 from flywheel.common.spec import ModelSpec
 from flywheel.training.dataset import CHAMPION, SHADOW, Dataset, LabeledRow
-from flywheel.v1 import common_pb2, events_pb2
+from flywheel.v1 import events_pb2
 
 TOPIC = "flywheel.labeled.v1"
 FEATURES = ["a", "b", "c"]
