@@ -97,6 +97,7 @@ def _write_segments(folder: Path, rows: int, n_features: int) -> None:
             "feature_names": pa.array([names] * n),
             "features": pa.FixedSizeListArray.from_arrays(pa.array(X.ravel()), n_features
                                                            ).cast(pa.list_(pa.float64())),
+            "traceparent": pa.nulls(n, pa.string()),
         }, schema=SCHEMA)
         pq.write_table(table, part / f"{start:020d}-{start + n - 1:020d}.parquet",
                        compression="zstd")
