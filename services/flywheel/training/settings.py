@@ -56,8 +56,10 @@ class TrainingSettings(ServiceSettings):
     )
     local_max_bytes: int = Field(
         0, ge=0,
-        description="The memory a local run's window may take (bytes; 0: half of what is "
-        "available at start). A larger window is refused, naming the ray engine.",
+        description="The memory a local run may take (bytes; 0: half of what is available "
+        "at start), estimated as the trainer's own copy of the window (LightGBM and XGBoost "
+        "stream the rows: about features + 28 bytes a row; other trainers: three float64 "
+        "copies of the rows). A larger window is refused, naming the ray engine.",
     )
     ray_address: str = Field(
         "auto",
