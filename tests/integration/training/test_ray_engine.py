@@ -83,3 +83,35 @@ async def test_ray_run_trains_on_exactly_its_lineage_and_serves(make_app, kafka_
                            offline.probabilities[:, 1], atol=1e-6)
     finally:
         await inference.stop()
+
+
+XGBOOST = ("{window: 600, holdout_fraction: 0.25, min_examples: 300, trainer: xgboost, "
+           "mode: fine_tune, params: {n_estimators: 10, fine_tune_estimators: 5, max_depth: 3}}")
+
+
+async def test_xgboost_trains_and_continues_its_champion_through_ray_train(
+        make_app, kafka_bootstrap, ray_address, tmp_path):
+    app = await make_app(MANUAL, spec_trainer=True, training=XGBOOST,
+                         settings={"engine": "ray", "ray_address": ray_address,
+                                   "ray_workers": 2, "ray_storage": str(tmp_path / "ray")})
+    concept = Concept(seed=11)
+    produce(kafka_bootstrap, app.topics.labeled, concept.examples("a", 700, version=0))
+    await wait_for(lambda: app.dataset.total("churn") >= 700, 60, "700 labeled examples")
+    first = await _run(app, "first on ray")
+    assert first.engine == "ray" and first.training_mode == "scratch"
+    produce(kafka_bootstrap, app.topics.labeled, concept.examples("b", 300, version=0))
+    await wait_for(lambda: app.dataset.total("churn") >= 1000, 60, "1000 labeled examples")
+    second = await _run(app, "continued on ray")
+    assert second.training_mode == "fine_tune"
+    assert second.continued_from == first.candidate_version
+    assert second.trained_rows_digest == rows_digest(
+        second.prediction_ids()[: second.training_examples])
+    meta = app.registry.get("churn", second.candidate_version)
+    assert meta.native_format == "xgboost-json" and meta.lineage.trainer == "xgboost"
+    assert 0 <= meta.metrics["parity_max_difference"] <= 1e-3
+    # The continued booster holds the champion's rounds and the new ones.
+    import json
+
+    booster = json.loads(app.registry.read_folder("churn", meta.version, "native")["model.json"])
+    rounds = int(booster["learner"]["gradient_booster"]["model"]["gbtree_model_param"]["num_trees"])
+    assert rounds == 10 + 5
