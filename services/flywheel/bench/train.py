@@ -138,7 +138,8 @@ def child(data_dir: str, spec_path: str, engine: str, ray_address: str) -> None:
             runner_engine.admit(model.training.window, len(model.features), streams)
             dataset.load()
             window = dataset.window(model.name, model.training.window,
-                                    model.training.holdout_fraction)
+                                    model.training.holdout_fraction,
+                                    spill=not runner_engine.reads_segments)
             try:
                 X = window.X_train if streams else np.asarray(window.X_train)
                 data = TrainingData(X, window.y_train, model.task, tuple(model.features),

@@ -402,9 +402,12 @@ class Dataset:
 
     # -- reading: windows --------------------------------------------------------------------
 
-    def window(self, model: str, size: int, holdout_fraction: float) -> Window:
+    def window(self, model: str, size: int, holdout_fraction: float,
+               spill: bool = True) -> Window:
         """The most recent `size` examples (see the module's docstring), training rows
-        spilled to disk, holdout in memory."""
+        spilled to disk, holdout in memory. `spill=False` (an engine that reads the segments
+        itself): the training rows are counted, digested and their labels kept, their
+        features not written (X_train is empty)."""
         with self._lock:
             state = self._models[model]
             entries = [e for e in state.entries if e.rows]
@@ -436,7 +439,8 @@ class Dataset:
                              else np.zeros(len(rows), dtype=bool))
                     train = rows.take(~later)
                     holdout.append(rows.take(later))
-                    spiller.write(train.X)
+                    if spill:
+                        spiller.write(train.X)
                     y_train.append(train.label)
                     digest += rows_digest(train.prediction_id)
                     until = max(until, _last_key(train))
@@ -444,6 +448,8 @@ class Dataset:
                         if trace and len(traces) < TRACE_LINKS:
                             traces[trace] = None
             spilled = spiller.finish()
+            if not len(spilled):
+                spilled.close()
         except BaseException:
             spiller.abort()
             raise
@@ -655,19 +661,21 @@ def _remove_orphan_spills(folder: Path) -> None:
 
 def _read(path: Path, columns: Sequence[str]) -> pa.Table:
     """A segment's columns (those it has: older segments lack the traceparent)."""
-    present = set(pq.read_schema(path).names)
-    return pq.read_table(path, columns=[c for c in columns if c in present])
+    with pq.ParquetFile(path) as handle:
+        present = set(handle.schema_arrow.names)
+        return handle.read(columns=[c for c in columns if c in present])
 
 
 def _stream_file(path: Path, spec: ModelSpec, first: int, last: int) -> Iterator[ModelRows]:
     """The model's rows of one segment within [first, last], a batch at a time."""
-    handle = pq.ParquetFile(path)
-    columns = [c for c in ALL_COLUMNS if c in set(handle.schema_arrow.names)]
-    for batch in handle.iter_batches(batch_size=READ_BATCH_ROWS, columns=columns):
-        rows = model_rows(pa.Table.from_batches([batch]), spec.name, spec.features,
-                          spec.task.is_classification, first, last)
-        if len(rows):
-            yield rows
+    with pq.ParquetFile(path) as handle:
+        present = set(handle.schema_arrow.names)
+        columns = [c for c in ALL_COLUMNS if c in present]
+        for batch in handle.iter_batches(batch_size=READ_BATCH_ROWS, columns=columns):
+            rows = model_rows(pa.Table.from_batches([batch]), spec.name, spec.features,
+                              spec.task.is_classification, first, last)
+            if len(rows):
+                yield rows
 
 
 def _entry(path: Path, topic: str, partition: int, first: int, last: int,

@@ -37,6 +37,9 @@ STREAMED_BYTES_PER_ROW = 8 + 4 + 4 + 4 + 8
 
 class Engine(Protocol):
     name: str
+    # True: the engine reads the window's training rows from the segments itself (the
+    # controller does not spill them).
+    reads_segments: bool
 
     def admit(self, rows: int, n_features: int, streams: bool) -> None:
         """Raises FailedPrecondition when a window of this size cannot be trained here
@@ -52,6 +55,7 @@ class Engine(Protocol):
 
 class LocalEngine:
     name = LOCAL
+    reads_segments = False
 
     def __init__(self, max_bytes: int = 0) -> None:
         """`max_bytes`: what a run's arrays may take (0: half the memory available now)."""

@@ -6,8 +6,9 @@ e.g. a KubeRay head service) choose it.
 
 - Ray Data reads exactly the window's training rows: the segment files of the lineage's
   partitions, each from the offsets the plan gives (so a record written twice after a
-  re-delivery is read once), filtered as the in-memory index filters (the model, non-shadow
-  rows, a label of the model's task, the features the model reads, in its order), up to the
+  re-delivery is read once), filtered by the dataset's own rule (flywheel.training.segments:
+  the model, non-shadow rows, a label of the model's task, the features the model reads, in
+  its order), up to the
   window's last training row: the holdout stays out. Before training, the count and the
   order-free digest of the rows read are checked against the window's: a difference fails
   the run rather than training on other data than the lineage says.
@@ -17,6 +18,9 @@ e.g. a KubeRay head service) choose it.
   Fine-tuning continues the champion's booster, as locally.
 - Any other trainer (logistic, ridge, mlp, a user's) fits on one Ray worker, as it would
   locally, and its fitted model object travels back through Ray's object store.
+
+Through a `ray://` address (Ray Client) the driving part of a run (read, check, fit) runs
+as one task on the cluster, because Ray Data's executor does not run in a client process.
 
 The controller gets a model that predicts natively and exports ONNX, and gates, registers
 and announces it as for the local engine. The workers import this package: the Ray nodes
@@ -35,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from flywheel.common.errors import FailedPrecondition, Unavailable
+from flywheel.common.errors import FailedPrecondition, FlywheelError, Unavailable
 from flywheel.training.dataset import SegmentPlan, rows_digest
 from flywheel.training.engines import RAY
 from flywheel.training.trainers import FittedModel, NativeState, Trainer, TrainingData
@@ -58,6 +62,7 @@ def _ray() -> Any:
 
 class RayEngine:
     name = RAY
+    reads_segments = True
 
     def __init__(self, address: str, workers: int, storage: str, timeout_s: float) -> None:
         self.address = address
@@ -85,6 +90,45 @@ class RayEngine:
     def fit(self, trainer: Trainer, data: TrainingData, parent: NativeState | None,
             plan: SegmentPlan) -> FittedModel:
         self.connect()
+        template = dataclasses.replace(data, X=np.zeros((0, data.n_features)), y=data.y[:0])
+        driver = _Driver(self.workers, self.storage, self.timeout_s)
+        if self.address.startswith("ray://"):
+            return self._on_cluster(driver, trainer, template, parent, plan)
+        return driver.fit(trainer, template, parent, plan)
+
+    def _on_cluster(self, driver: _Driver, trainer: Trainer, data: TrainingData,
+                    parent: NativeState | None, plan: SegmentPlan) -> FittedModel:
+        """Through a Ray Client (`ray://`), Ray Data cannot execute in this process (its
+        streaming executor needs a driver of the cluster's own), so the run's driving part
+        (read, check, fit) goes to the cluster as one task; the fitted model comes back. The
+        timeout bounds it all."""
+        ray = _ray()
+        reference = ray.remote(num_cpus=0)(_drive).remote(driver, trainer, data, parent, plan)
+        try:
+            return ray.get(reference, timeout=self.timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            ray.cancel(reference, force=True, recursive=True)
+            raise Unavailable(f"training {trainer.name} on the Ray cluster at {self.address} "
+                              f"did not finish within {self.timeout_s:.0f} s "
+                              "(FLYWHEEL_TRAINING_RAY_TIMEOUT_S)") from None
+        except ray.exceptions.RayTaskError as error:
+            cause = getattr(error, "cause", None)
+            if isinstance(cause, FlywheelError):
+                raise cause from None
+            raise
+
+
+@dataclasses.dataclass(frozen=True)
+class _Driver:
+    """The driving part of a run on Ray: Ray Data reads and checks the window, Ray Train (or
+    one Ray worker) fits. Runs in the controller, or as a task on the cluster (`ray://`)."""
+
+    workers: int
+    storage: str
+    timeout_s: float
+
+    def fit(self, trainer: Trainer, data: TrainingData, parent: NativeState | None,
+            plan: SegmentPlan) -> FittedModel:
         started = time.perf_counter()
         dataset = read_window(plan).materialize()
         rows = dataset.count()
@@ -96,10 +140,9 @@ class RayEngine:
                 "(or other rows): the segments do not match the lineage")
         log.info("Ray Data read %d rows of %s in %.1f s", rows, plan.model_name,
                  time.perf_counter() - started)
-        template = dataclasses.replace(data, X=data.X[:0], y=data.y[:0])
         if trainer.name in MODEL_FILE:
-            return self._data_parallel(trainer, template, parent, dataset)
-        return self._one_worker(trainer, template, parent, dataset)
+            return self._data_parallel(trainer, data, parent, dataset)
+        return self._one_worker(trainer, data, parent, dataset)
 
     # -- data-parallel boosted trees ---------------------------------------------------------
 
@@ -143,6 +186,11 @@ class RayEngine:
             ray.cancel(reference, force=True)
             raise Unavailable(f"the Ray worker training {trainer.name} did not finish within "
                               f"{self.timeout_s:.0f} s (FLYWHEEL_TRAINING_RAY_TIMEOUT_S)") from None
+
+
+def _drive(driver: _Driver, trainer: Trainer, data: TrainingData, parent: NativeState | None,
+           plan: SegmentPlan) -> FittedModel:
+    return driver.fit(trainer, data, parent, plan)
 
 
 # -- reading the window (runs in Ray Data tasks) ---------------------------------------------

@@ -210,7 +210,8 @@ class Runner:
             self.engine.admit(min(spec.training.window, self._dataset.total(spec.name)),
                               len(spec.features), streams)
             window = self._dataset.window(spec.name, spec.training.window,
-                                          spec.training.holdout_fraction)
+                                          spec.training.holdout_fraction,
+                                          spill=not self.engine.reads_segments)
         try:
             self._train_window(run, spec, trainer, window, streams)
         finally:

@@ -48,9 +48,21 @@ async def make_app(names, kafka_bootstrap, redis_url, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def ray_address():
+def ray_address(ray_cluster):
+    """The test Ray cluster's head (host:port of its GCS)."""
+    return ray_cluster["address"]
+
+
+@pytest.fixture(scope="session")
+def ray_client_address(ray_cluster):
+    """The test Ray cluster's Ray Client server (ray://host:port)."""
+    return ray_cluster["client"]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
     """A real Ray cluster for the ray engine: `ray start --head --block` as a process, on the
-    loopback only, every port of its own; its address (host:port of the head)."""
+    loopback only, every port of its own; its addresses."""
     if importlib.util.find_spec("ray") is None:
         pytest.skip("Ray is not installed here (the ray extra)")
     # Ray's own switch, read when ray is first imported: keep the cluster and its drivers
@@ -79,7 +91,8 @@ def ray_address():
             pytest.fail(f"ray start did not come up:\n{log_path.read_text()[-3000:]}")
         time.sleep(0.2)
     try:
-        yield f"127.0.0.1:{port}"
+        yield {"address": f"127.0.0.1:{port}",
+               "client": f"ray://127.0.0.1:{ports['--ray-client-server-port']}"}
     finally:
         import ray
 

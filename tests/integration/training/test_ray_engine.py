@@ -1,9 +1,15 @@
 """The ray engine on a real Ray cluster (`ray start --head` as a process): Ray Data reads
 exactly the window's training rows from the segments (the same set the local engine trains
 on, no shadow row, no holdout row, a duplicate segment read once), Ray Train fits LightGBM
-data-parallel on two workers, and the version the controller gated and registered serves."""
+data-parallel on two workers, and the version the controller gated and registered serves;
+XGBoost trains and continues its champion there; a `ray://` (Ray Client) address trains on
+the cluster too, and a lineage mismatch found there comes back as the same error."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
 
 import numpy as np
 from training_kit import FEATURES, Concept, produce, wait_for
@@ -110,8 +116,56 @@ async def test_xgboost_trains_and_continues_its_champion_through_ray_train(
     assert meta.native_format == "xgboost-json" and meta.lineage.trainer == "xgboost"
     assert 0 <= meta.metrics["parity_max_difference"] <= 1e-3
     # The continued booster holds the champion's rounds and the new ones.
-    import json
-
     booster = json.loads(app.registry.read_folder("churn", meta.version, "native")["model.json"])
     rounds = int(booster["learner"]["gradient_booster"]["model"]["gbtree_model_param"]["num_trees"])
     assert rounds == 10 + 5
+
+
+# Run in a process of its own: this one is connected to the cluster directly, and a process
+# holds one Ray connection.
+THROUGH_CLIENT = """
+import dataclasses, json, sys
+from pathlib import Path
+from flywheel.bench.train import SPEC, _write_segments
+from flywheel.common.errors import FailedPrecondition
+from flywheel.common.spec import load_spec
+from flywheel.training.dataset import Dataset
+from flywheel.training.parity import compare
+from flywheel.training.ray_engine import RayEngine
+from flywheel.training.trainers import TrainingData, trainer_for
+
+folder, address = Path(sys.argv[1]), sys.argv[2]
+_write_segments(folder, 3000, 4)
+names = [f"f{i}" for i in range(4)]
+(folder / "spec.yaml").write_text(SPEC.format(
+    entity=", ".join(f"{{name: {n}}}" for n in names), names=", ".join(names), window=3000,
+    trainer="lightgbm"))
+model = load_spec(folder / "spec.yaml").models[0]
+dataset = Dataset(folder, [model])
+dataset.load()
+window = dataset.window(model.name, 3000, 0.1)
+data = TrainingData(window.X_train, window.y_train, model.task, tuple(model.features))
+engine = RayEngine(address, 2, str(folder / "ray"), 300)
+fitted = engine.fit(trainer_for(model), data, None, dataset.plan(model, window))
+scores = fitted.predict(window.X_holdout)
+wrong = dataclasses.replace(dataset.plan(model, window), expected_rows=1)
+try:
+    engine.fit(trainer_for(model), data, None, wrong)
+    refused = ""
+except FailedPrecondition as error:
+    refused = str(error)
+print(json.dumps({"rows": len(window.y_train),
+                  "accuracy": float((scores.predicted == window.y_holdout).mean()),
+                  "onnx": len(fitted.to_onnx()), "refused": refused}))
+"""
+
+
+def test_a_ray_client_address_trains_on_the_cluster(ray_client_address, tmp_path):
+    done = subprocess.run([sys.executable, "-c", THROUGH_CLIENT, str(tmp_path),
+                           ray_client_address], capture_output=True, text=True, timeout=400,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["rows"] == 2700 and found["accuracy"] > 0.8 and found["onnx"] > 0
+    assert "Ray Data read 2700 training rows" in found["refused"]
+    assert "do not match the lineage" in found["refused"]

@@ -196,3 +196,19 @@ def _reloaded(folder, tail_rows=120):
     fresh = Dataset(folder, [spec()], tail_rows=tail_rows)
     fresh.load()
     return fresh
+
+
+def test_a_window_for_an_engine_that_reads_the_segments_itself_is_not_spilled(world):
+    dataset, _, tmp_path = world
+    spilled = dataset.window("churn", 500, 0.2)
+    counted = dataset.window("churn", 500, 0.2, spill=False)
+    try:
+        assert counted.X_train.shape == (0, len(FEATURES))
+        assert counted.y_train.tolist() == spilled.y_train.tolist()
+        assert counted.train_digest == spilled.train_digest
+        assert counted.X_holdout.tolist() == spilled.X_holdout.tolist()
+        assert dataset.plan(spec(), counted) == dataset.plan(spec(), spilled)
+    finally:
+        spilled.close()
+        counted.close()
+    assert not list((tmp_path / "spill").rglob("*.f64"))
