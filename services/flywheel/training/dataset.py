@@ -313,7 +313,8 @@ class Dataset:
             topic, partition = path.parent.parent.name, int(path.parent.name[1:])
             count += self._index(path, topic, partition, _read(path, KEY_COLUMNS), False)
         for model in self._models.values():
-            self._fill_tail(model)
+            if model.tail.rows() is None:  # a second load adds nothing: keep the tail
+                self._fill_tail(model)
         return count
 
     def _fill_tail(self, model: _Model) -> None:

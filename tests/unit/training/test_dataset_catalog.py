@@ -212,3 +212,12 @@ def test_a_window_for_an_engine_that_reads_the_segments_itself_is_not_spilled(wo
         spilled.close()
         counted.close()
     assert not list((tmp_path / "spill").rglob("*.f64"))
+
+
+def test_loading_twice_changes_nothing(world):
+    _, reference, tmp_path = world
+    again = _reloaded(tmp_path)
+    before = again.served("churn", 1, CHAMPION, 100).y.tolist()
+    assert again.load() == 0
+    assert again.total("churn") == sum(r["role"] != SHADOW for r in reference.rows)
+    assert again.served("churn", 1, CHAMPION, 100).y.tolist() == before
