@@ -19,8 +19,9 @@ e.g. a KubeRay head service) choose it.
 - Any other trainer (logistic, ridge, mlp, a user's) fits on one Ray worker, as it would
   locally, and its fitted model object travels back through Ray's object store.
 
-Through a `ray://` address (Ray Client) the driving part of a run (read, check, fit) runs
-as one task on the cluster, because Ray Data's executor does not run in a client process.
+The driving part of a run (read, check, fit) runs as one task on the cluster, bounded by
+FLYWHEEL_TRAINING_RAY_TIMEOUT_S as a whole (cancelled past it, with what it started): Ray
+Data's executor does not run in a Ray Client (`ray://`) process, and a task can be bounded.
 
 The controller gets a model that predicts natively and exports ONNX, and gates, registers
 and announces it as for the local engine. The workers import this package: the Ray nodes
@@ -92,16 +93,16 @@ class RayEngine:
         self.connect()
         template = dataclasses.replace(data, X=np.zeros((0, data.n_features)), y=data.y[:0])
         driver = _Driver(self.workers, self.storage, self.timeout_s)
-        if self.address.startswith("ray://"):
-            return self._on_cluster(driver, trainer, template, parent, plan)
-        return driver.fit(trainer, template, parent, plan)
+        return self._on_cluster(driver, trainer, template, parent, plan)
 
     def _on_cluster(self, driver: _Driver, trainer: Trainer, data: TrainingData,
                     parent: NativeState | None, plan: SegmentPlan) -> FittedModel:
-        """Through a Ray Client (`ray://`), Ray Data cannot execute in this process (its
-        streaming executor needs a driver of the cluster's own), so the run's driving part
-        (read, check, fit) goes to the cluster as one task; the fitted model comes back. The
-        timeout bounds it all."""
+        """The run's driving part (read, check, fit) goes to the cluster as one task, and the
+        fitted model comes back. Two reasons: through a Ray Client (`ray://`), Ray Data
+        cannot execute in this process (its streaming executor needs a driver of the
+        cluster's own); and a task can be bounded and cancelled as a whole (Ray ends the
+        actors a task owns, Ray Train's among them, when its worker goes), which a `fit()`
+        called here could not."""
         ray = _ray()
         reference = ray.remote(num_cpus=0)(_drive).remote(driver, trainer, data, parent, plan)
         try:
@@ -109,7 +110,7 @@ class RayEngine:
         except ray.exceptions.GetTimeoutError:
             ray.cancel(reference, force=True, recursive=True)
             raise Unavailable(f"training {trainer.name} on the Ray cluster at {self.address} "
-                              f"did not finish within {self.timeout_s:.0f} s "
+                              f"did not finish within {self.timeout_s:g} s "
                               "(FLYWHEEL_TRAINING_RAY_TIMEOUT_S)") from None
         except ray.exceptions.RayTaskError as error:
             cause = getattr(error, "cause", None)
@@ -121,7 +122,7 @@ class RayEngine:
 @dataclasses.dataclass(frozen=True)
 class _Driver:
     """The driving part of a run on Ray: Ray Data reads and checks the window, Ray Train (or
-    one Ray worker) fits. Runs in the controller, or as a task on the cluster (`ray://`)."""
+    one Ray worker) fits. Runs as a task on the cluster."""
 
     workers: int
     storage: str
@@ -185,7 +186,7 @@ class _Driver:
         except ray.exceptions.GetTimeoutError:
             ray.cancel(reference, force=True)
             raise Unavailable(f"the Ray worker training {trainer.name} did not finish within "
-                              f"{self.timeout_s:.0f} s (FLYWHEEL_TRAINING_RAY_TIMEOUT_S)") from None
+                              f"{self.timeout_s:g} s (FLYWHEEL_TRAINING_RAY_TIMEOUT_S)") from None
 
 
 def _drive(driver: _Driver, trainer: Trainer, data: TrainingData, parent: NativeState | None,

@@ -75,6 +75,7 @@ class TrainingSettings(ServiceSettings):
         "folder every Ray node and this service share, or a URI Ray understands (s3://...).",
     )
     ray_timeout_s: float = Field(
-        1800.0, gt=0, description="Longest a one-worker Ray fit may take before it is "
-        "cancelled and the run fails.",
+        1800.0, gt=0, description="Longest a run's work on the Ray cluster (reading the "
+        "window, checking it, fitting) may take before it is cancelled with what it started "
+        "and the run fails.",
     )

@@ -3,7 +3,8 @@ exactly the window's training rows from the segments (the same set the local eng
 on, no shadow row, no holdout row, a duplicate segment read once), Ray Train fits LightGBM
 data-parallel on two workers, and the version the controller gated and registered serves;
 XGBoost trains and continues its champion there; a `ray://` (Ray Client) address trains on
-the cluster too, and a lineage mismatch found there comes back as the same error."""
+the cluster too, a lineage mismatch found there comes back as the same error, and a run past
+the Ray timeout is cancelled and said so."""
 
 from __future__ import annotations
 
@@ -127,7 +128,7 @@ THROUGH_CLIENT = """
 import dataclasses, json, sys
 from pathlib import Path
 from flywheel.bench.train import SPEC, _write_segments
-from flywheel.common.errors import FailedPrecondition
+from flywheel.common.errors import FailedPrecondition, Unavailable
 from flywheel.common.spec import load_spec
 from flywheel.training.dataset import Dataset
 from flywheel.training.parity import compare
@@ -154,7 +155,13 @@ try:
     refused = ""
 except FailedPrecondition as error:
     refused = str(error)
-print(json.dumps({"rows": len(window.y_train),
+try:
+    RayEngine(address, 2, str(folder / "ray"), 0.5).fit(
+        trainer_for(model), data, None, dataset.plan(model, window))
+    late = ""
+except Unavailable as error:
+    late = str(error)
+print(json.dumps({"rows": len(window.y_train), "late": late,
                   "accuracy": float((scores.predicted == window.y_holdout).mean()),
                   "onnx": len(fitted.to_onnx()), "refused": refused}))
 """
@@ -169,3 +176,6 @@ def test_a_ray_client_address_trains_on_the_cluster(ray_client_address, tmp_path
     assert found["rows"] == 2700 and found["accuracy"] > 0.8 and found["onnx"] > 0
     assert "Ray Data read 2700 training rows" in found["refused"]
     assert "do not match the lineage" in found["refused"]
+    # A run past FLYWHEEL_TRAINING_RAY_TIMEOUT_S is cancelled on the cluster and said so.
+    assert "did not finish within 0.5 s" in found["late"]
+    assert "FLYWHEEL_TRAINING_RAY_TIMEOUT_S" in found["late"]
