@@ -64,7 +64,8 @@ def ray_cluster():
     """A real Ray cluster for the ray engine: `ray start --head --block` as a process, on the
     loopback only, every port of its own; its addresses."""
     if importlib.util.find_spec("ray") is None:
-        pytest.skip("Ray is not installed here (the ray extra)")
+        pytest.fail("Ray is not installed: the ray engine's tests need the ray extra, which "
+                    "scripts/setup.sh installs (pip install -e '.[ray]')")
     # Ray's own switch, read when ray is first imported: keep the cluster and its drivers
     # on 127.0.0.1 (else a driver turns 127.0.0.1 into the machine's first address).
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
